@@ -1,0 +1,77 @@
+"""Run-time configuration read in one place: the tier (``MRTUTOR_MODE``), the device and seeding.
+
+Tiers:
+
+* ``quick``: what the tests and CI run; tiny images and a few steps, proving the code path.
+* ``demo`` (default): the embedded dataset at a CPU-friendly size; the book is executed in it.
+* ``paper``: the papers' own sizes and hyper-parameters on the real datasets, meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+MODES = ("quick", "demo", "paper")
+DEFAULT_MODE = "demo"
+
+
+def mode() -> str:
+    """The tier named by ``MRTUTOR_MODE`` (default ``demo``); an unknown name is an error."""
+    value = os.environ.get("MRTUTOR_MODE", DEFAULT_MODE).strip().lower()
+    if value not in MODES:
+        raise ValueError(f"MRTUTOR_MODE={value!r} is not a tier; expected one of {MODES}")
+    return value
+
+
+def device() -> torch.device:
+    """CUDA when present, else CPU; ``MRTUTOR_DEVICE`` (e.g. ``cpu``) overrides."""
+    requested = os.environ.get("MRTUTOR_DEVICE")
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def describe() -> str:
+    """One line for a chapter's first cell: tier, device, torch version."""
+    return f"mrtutor tier: {mode()} | device: {device()} | torch {torch.__version__}"
+
+
+# Sizes and classical-baseline weights per tier. Chapters read these through ``settings()`` so that
+# the same code runs at every tier and only this table differs.
+TIERS: dict[str, dict] = {
+    "quick": {
+        "image_shape": (48, 48),
+        "num_coils": 4,
+        "noise_sigma": 0.01,
+    },
+    "demo": {
+        "image_shape": (128, 128),
+        "num_coils": 8,
+        "noise_sigma": 0.01,
+    },
+    "paper": {
+        # The MoDL brain data: 256 x 232, 12 coils, sigma = 0.01 on max-1 images.
+        "image_shape": (256, 232),
+        "num_coils": 12,
+        "noise_sigma": 0.01,
+    },
+}
+
+
+def settings(tier: str | None = None) -> dict:
+    """A copy of the settings of ``tier`` (default: the current ``mode()``)."""
+    tier = mode() if tier is None else tier
+    if tier not in TIERS:
+        raise ValueError(f"tier={tier!r} is not known; expected one of {MODES}")
+    return dict(TIERS[tier])
