@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mrtutor-installed
 
-.PHONY: setup test book bench clean-book
+.PHONY: setup test book screenshots book-offline record-checks bench clean-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,38 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Unit tests, then every chapter executed in the quick tier by nbval.
+# Unit tests, then every chapter executed in the quick tier by nbval (cells marked
+# `# NBVAL_CHECK_OUTPUT` must print what the notebook stores); tests/conftest.py times each chapter
+# and the run fails if one takes 180 s or more.
+CHAPTERS := $(wildcard notebooks/*.ipynb)
 test: setup
-	MRTUTOR_MODE=quick $(PY) -m pytest -q -p no:cacheprovider tests
+	MRTUTOR_MODE=quick $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=180 tests $(CHAPTERS)
+
+# The website in book/_build/html: vendors MathJax, RequireJS and the widget manager the first time
+# (npm), builds the demo data if missing, executes every chapter in MRTUTOR_MODE (default demo)
+# with a per-tier execution cache, and fails if a page would load anything from the internet.
+book: setup
+	$(PY) book/build.py
+
+# Screenshots of the front page and chapter 1 in headless Chromium (installed from Debian when
+# missing) in book/_build/screenshots/; fails if a page requests anything from the internet.
+screenshots: book
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) book/screenshots.py
+
+# The book build inside a network namespace with no network at all: proves it builds offline.
+book-offline: setup
+	$(PY) book/vendor_assets.py
+	unshare --net --map-root-user sh -c 'ip link set lo up && $(PY) book/build.py'
+
+# Run each chapter in the quick tier and store the reference outputs of its check cells (the rest
+# of the notebook is stripped of outputs); commit the result.
+record-checks: setup
+	$(PY) book/nbtools.py record $(CHAPTERS)
+
+clean-book:
+	rm -rf book/_build book/notebooks
 
 # Speed of the SENSE normal operator against its floor and against sigpy.
 bench: setup

@@ -54,17 +54,21 @@ TIERS: dict[str, dict] = {
         "image_shape": (48, 48),
         "num_coils": 4,
         "noise_sigma": 0.01,
+        "demo_slices": {"train": 24, "val": 8, "test": 8},
     },
     "demo": {
         "image_shape": (128, 128),
         "num_coils": 8,
         "noise_sigma": 0.01,
+        # Slices of the embedded demo dataset per split (mrtutor.data.demo_dataset).
+        "demo_slices": {"train": 360, "val": 60, "test": 60},
     },
     "paper": {
         # The MoDL brain data: 256 x 232, 12 coils, sigma = 0.01 on max-1 images.
         "image_shape": (256, 232),
         "num_coils": 12,
         "noise_sigma": 0.01,
+        "demo_slices": {"train": 360, "val": 60, "test": 60},
     },
 }
 

