@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mrtutor-installed
 
-.PHONY: setup test book screenshots book-offline record-checks bench clean-book
+.PHONY: setup test book screenshots book-offline bench clean-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Unit tests, then every chapter executed in the quick tier by nbval (cells marked
-# `# NBVAL_CHECK_OUTPUT` must print what the notebook stores); tests/conftest.py times each chapter
-# and the run fails if one takes 180 s or more.
+# Unit tests, then every chapter executed in the quick tier by nbval: a chapter fails when a cell
+# raises, so the assertions of its `# NBVAL_CHECK_OUTPUT` cells are its checks. tests/conftest.py
+# times each chapter and the run fails if one takes 180 s or more.
 CHAPTERS := $(wildcard notebooks/*.ipynb)
 test: setup
 	MRTUTOR_MODE=quick $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
@@ -40,11 +40,6 @@ screenshots: book
 book-offline: setup
 	$(PY) book/vendor_assets.py
 	unshare --net --map-root-user sh -c 'ip link set lo up && $(PY) book/build.py'
-
-# Run each chapter in the quick tier and store the reference outputs of its check cells (the rest
-# of the notebook is stripped of outputs); commit the result.
-record-checks: setup
-	$(PY) book/nbtools.py record $(CHAPTERS)
 
 clean-book:
 	rm -rf book/_build book/notebooks

@@ -55,6 +55,8 @@ TIERS: dict[str, dict] = {
         "num_coils": 4,
         "noise_sigma": 0.01,
         "demo_slices": {"train": 24, "val": 8, "test": 8},
+        # Classical baselines' weights, tuned on the validation split at 6x (chapter 1).
+        "baseline_lambda": {"cg_sense": 3e-3, "tv": 3e-3, "l1_wavelet": 1e-3},
     },
     "demo": {
         "image_shape": (128, 128),
@@ -62,6 +64,7 @@ TIERS: dict[str, dict] = {
         "noise_sigma": 0.01,
         # Slices of the embedded demo dataset per split (mrtutor.data.demo_dataset).
         "demo_slices": {"train": 360, "val": 60, "test": 60},
+        "baseline_lambda": {"cg_sense": 1e-2, "tv": 1e-3, "l1_wavelet": 3e-3},
     },
     "paper": {
         # The MoDL brain data: 256 x 232, 12 coils, sigma = 0.01 on max-1 images.
@@ -69,6 +72,8 @@ TIERS: dict[str, dict] = {
         "num_coils": 12,
         "noise_sigma": 0.01,
         "demo_slices": {"train": 360, "val": 60, "test": 60},
+        # Not tuned at this size yet: the demo tier's weights (same intensity and noise conventions).
+        "baseline_lambda": {"cg_sense": 1e-2, "tv": 1e-3, "l1_wavelet": 3e-3},
     },
 }
 

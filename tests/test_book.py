@@ -131,7 +131,7 @@ def test_launch_buttons_and_install_cell_name_the_same_repository():
     assert CONFIG["repository"]["path_to_book"] == "", "Colab links must resolve to notebooks/<chapter>.ipynb"
     template = nbformat.read(BOOK / "templates" / "chapter_template.ipynb", as_version=4)
     setup = next(cell.source for cell in template.cells if cell.cell_type == "code")
-    assert f"git+{url}" in setup
+    assert f'"{url}"' in setup
 
 
 def test_vendored_assets_are_pinned_and_selected_by_pattern():

@@ -1,0 +1,281 @@
+"""Figures the chapters share: image grids, reconstructions against a reference, k-space for display,
+and a precomputed slider that keeps an exploration useful on the static website.
+
+Images are shown by magnitude (complex or real, torch tensors or numpy arrays, any device). The
+figures are ``matplotlib.figure.Figure`` objects outside pyplot: a figure shows when it is a cell's
+last expression (or through ``IPython.display.display(fig)``), exactly once, and figures made only
+to become frames of ``precomputed_explorer`` never show on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from mrtutor.metrics import psnr, ssim
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _magnitudes(images, name: str) -> list[np.ndarray]:
+    """``images`` ((H, W), (N, H, W) or a sequence of (H, W)) as a list of float (H, W) magnitudes."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        if images.ndim not in (2, 3):
+            raise ValueError(
+                f"{name} has shape {tuple(images.shape)}; expected (H, W), (N, H, W) or a list of (H, W)"
+            )
+        stack = [images] if images.ndim == 2 else list(images)
+    elif isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        stack = list(images)
+    else:
+        raise TypeError(f"{name} must be a tensor, an array or a list of them, got {type(images).__name__}")
+    if not stack:
+        raise ValueError(f"{name} is empty; expected at least one (H, W) image")
+    result = []
+    for index, image in enumerate(stack):
+        if not isinstance(image, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"{name}[{index}] must be a tensor or an array, got {type(image).__name__}")
+        if image.ndim != 2:
+            raise ValueError(f"{name}[{index}] has shape {tuple(image.shape)}; expected (H, W)")
+        result.append(torch.as_tensor(image).detach().abs().cpu().double().numpy())
+    return result
+
+
+def _grid(count: int, ncols: int, figsize_per: float) -> tuple[Figure, np.ndarray]:
+    """A figure with ``count`` image axes (axes off) on ``ncols`` columns; the spare cells removed."""
+    nrows = -(-count // ncols)
+    fig = Figure(figsize=(ncols * figsize_per, nrows * figsize_per), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.remove()
+    for ax in axes[:count]:
+        ax.set_axis_off()
+    return fig, axes[:count]
+
+
+def show_images(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    cmap: str = "gray",
+    vmax: float | None = None,
+    figsize_per: float = 2.5,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of magnitude images.
+
+    Args:
+        images: one image (H, W), a stack (N, H, W) or a list of (H, W) images; real or complex.
+        titles: one title per image, or None.
+        ncols: columns of the grid; default all images on one row, at most 5 per row.
+        cmap: matplotlib colour map.
+        vmax: the grey level shown white, shared by every image; default each image's own maximum.
+            Black is always 0.
+        figsize_per: inches per image cell.
+        suptitle: a title over the whole grid.
+    Returns:
+        The figure, with one axes per image.
+    """
+    magnitudes = _magnitudes(images, "images")
+    count = len(magnitudes)
+    if titles is not None and len(titles) != count:
+        raise ValueError(f"titles has {len(titles)} entries; expected one per image ({count})")
+    if ncols is None:
+        ncols = min(count, 5)
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    if figsize_per <= 0:
+        raise ValueError(f"figsize_per must be > 0 inches, got {figsize_per}")
+    fig, axes = _grid(count, ncols, figsize_per)
+    for index, (ax, image) in enumerate(zip(axes, magnitudes)):
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=image.max() if vmax is None else vmax)
+        if titles is not None:
+            ax.set_title(titles[index])
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def error_map(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Absolute difference of magnitudes, ``||x| - |ref||``, the error map the chapters show.
+
+    Args:
+        x: reconstruction (..., H, W), real or complex.
+        ref: reference of the same shape.
+    Returns:
+        Real tensor (..., H, W) on ``x``'s device.
+    """
+    for name, value in (("x", x), ("ref", ref)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.shape != ref.shape:
+        raise ValueError(f"x and ref must have the same shape, got x {tuple(x.shape)} and ref {tuple(ref.shape)}")
+    return (x.abs() - ref.abs().to(x.device)).abs()
+
+
+def show_comparison(
+    recons: Mapping[str, torch.Tensor],
+    ref: torch.Tensor,
+    metrics: bool = True,
+    error_scale: float | None = None,
+    figsize_per: float = 2.5,
+) -> Figure:
+    """Reconstructions beside their reference, with their scores and error maps.
+
+    Top row: the reference, then each reconstruction, all on the reference's grey scale (0 to its
+    maximum magnitude); with ``metrics``, each title gives PSNR and SSIM against ``ref``
+    (``mrtutor.metrics``). Bottom row: under each reconstruction its ``error_map`` on one shared
+    scale, with a colour bar.
+
+    Args:
+        recons: name -> reconstruction (H, W), real or complex; at least one.
+        ref: reference image (H, W).
+        metrics: whether to put PSNR and SSIM in the titles.
+        error_scale: the error shown brightest; default the largest error of all maps.
+        figsize_per: inches per image cell.
+    Returns:
+        The figure: 1 + 2 * len(recons) image axes, then the colour bar's axes.
+    """
+    if not isinstance(recons, Mapping):
+        raise TypeError(f"recons must be a dict of name -> (H, W) image, got {type(recons).__name__}")
+    if not recons:
+        raise ValueError("recons is empty; expected at least one name -> (H, W) reconstruction")
+    if not isinstance(ref, torch.Tensor):
+        raise TypeError(f"ref must be a torch.Tensor, got {type(ref).__name__}")
+    if ref.dim() != 2:
+        raise ValueError(f"ref must be an (H, W) image, got shape {tuple(ref.shape)}")
+    for name, image in recons.items():
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"recons[{name!r}] must be a torch.Tensor, got {type(image).__name__}")
+        if image.shape != ref.shape:
+            raise ValueError(f"recons[{name!r}] has shape {tuple(image.shape)}; expected ref's {tuple(ref.shape)}")
+    if error_scale is not None and not error_scale > 0:
+        raise ValueError(f"error_scale must be > 0, got {error_scale}")
+
+    recons = {name: image.detach().to(ref.device) for name, image in recons.items()}
+    ref = ref.detach()
+    errors = {name: error_map(image, ref).cpu().double().numpy() for name, image in recons.items()}
+    if error_scale is None:
+        # Identical images have no error to scale; any positive scale then shows them black.
+        error_scale = max(error.max() for error in errors.values()) or 1.0
+    peak = ref.abs().max().item()
+
+    columns = len(recons) + 1
+    fig = Figure(figsize=(columns * figsize_per, 2 * figsize_per + 0.6), layout="constrained")
+    axes = fig.subplots(2, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes[1, 0].remove()
+    axes[0, 0].imshow(ref.abs().cpu().numpy(), cmap="gray", vmin=0, vmax=peak)
+    axes[0, 0].set_title("reference")
+    for column, (name, image) in enumerate(recons.items(), start=1):
+        title = name
+        if metrics:
+            title = f"{name}\nPSNR {psnr(image, ref).item():.2f} dB, SSIM {ssim(image, ref).item():.3f}"
+        axes[0, column].imshow(image.abs().cpu().numpy(), cmap="gray", vmin=0, vmax=peak)
+        axes[0, column].set_title(title)
+        shown = axes[1, column].imshow(errors[name], cmap="inferno", vmin=0, vmax=error_scale)
+        axes[1, column].set_title("|error|")
+    fig.colorbar(shown, ax=list(axes[1, 1:]), shrink=0.8)
+    return fig
+
+
+def log_kspace(k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """``log(1 + |k| / scale)``: k-space compressed so that its faint outer part is visible.
+
+    Args:
+        k: k-space of any shape, real or complex.
+        scale: magnitudes far below it map to about 0; default 1e-4 times the peak magnitude, which
+            keeps four decades visible whatever the data's units.
+    Returns:
+        Real tensor of ``k``'s shape on its device (all zero when ``k`` is).
+    """
+    if not isinstance(k, torch.Tensor):
+        raise TypeError(f"k must be a torch.Tensor, got {type(k).__name__}")
+    magnitude = k.detach().abs()
+    if scale is None:
+        scale = 1e-4 * magnitude.max().item()
+        if scale == 0:
+            return magnitude
+    elif not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    return torch.log1p(magnitude / scale)
+
+
+def _png(frame, index: int) -> bytes:
+    """A frame (a figure or PNG bytes) as PNG bytes."""
+    if isinstance(frame, Figure):
+        buffer = io.BytesIO()
+        frame.savefig(buffer, format="png", bbox_inches="tight")
+        # A pyplot figure would otherwise also show below the explorer when the cell ends.
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close(frame)
+        return buffer.getvalue()
+    if isinstance(frame, (bytes, bytearray)):
+        if not bytes(frame).startswith(PNG_SIGNATURE):
+            raise ValueError(f"frames[{index}] is bytes but not a PNG image")
+        return bytes(frame)
+    raise TypeError(f"frames[{index}] must be a matplotlib Figure or PNG bytes, got {type(frame).__name__}")
+
+
+def precomputed_explorer(frames: Sequence, labels: Sequence[str], title: str = ""):
+    """A slider over precomputed images, for pages where no kernel runs (the book's website).
+
+    The result is self-contained HTML: every frame is an inline base64 PNG, and a small ``oninput``
+    handler on an ``<input type="range">`` shows one frame and its label at a time; nothing is loaded
+    from anywhere. Element ids are unique per call, so several explorers can share a page. Every
+    frame lands in the page, so keep them few and small (a dozen figures of a few images each).
+
+    Args:
+        frames: matplotlib figures (pyplot ones are closed once drawn) or PNG bytes, at least one.
+        labels: one label per frame, e.g. ``"acceleration 4x"``.
+        title: a line above the slider.
+    Returns:
+        ``IPython.display.HTML``; as a cell's last expression it shows the explorer.
+    """
+    from IPython.display import HTML
+
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence):
+        raise TypeError(f"frames must be a list of figures or PNG bytes, got {type(frames).__name__}")
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of strings, got {type(labels).__name__}")
+    if not frames:
+        raise ValueError("frames is empty; expected at least one figure or PNG")
+    if len(labels) != len(frames):
+        raise ValueError(f"labels has {len(labels)} entries; expected one per frame ({len(frames)})")
+    for index, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise TypeError(f"labels[{index}] must be a str, got {type(label).__name__}")
+
+    uid = f"mrtutor-explorer-{uuid.uuid4().hex[:12]}"
+    images = []
+    for index, frame in enumerate(frames):
+        encoded = base64.b64encode(_png(frame, index)).decode("ascii")
+        visibility = "block" if index == 0 else "none"
+        images.append(
+            f'<img id="{uid}-{index}" src="data:image/png;base64,{encoded}" '
+            f'alt="{html.escape(labels[index])}" style="display:{visibility};max-width:100%">'
+        )
+    # Show frame `value`, hide the others, and copy its alt text into the label.
+    script = (
+        f"for(var i=0;i<{len(frames)};i++){{document.getElementById('{uid}-'+i).style.display="
+        f"(i==this.value)?'block':'none';}}"
+        f"document.getElementById('{uid}-label').textContent="
+        f"document.getElementById('{uid}-'+this.value).alt;"
+    )
+    heading = f"<div><strong>{html.escape(title)}</strong></div>" if title else ""
+    return HTML(
+        f'<div id="{uid}" class="mrtutor-explorer">{heading}'
+        f'<input type="range" min="0" max="{len(frames) - 1}" step="1" value="0" '
+        f'aria-label="{html.escape(title or "frame")}" oninput="{script}"> '
+        f'<span id="{uid}-label">{html.escape(labels[0])}</span>'
+        f"<div>{''.join(images)}</div></div>"
+    )
