@@ -28,7 +28,6 @@ import numbers
 
 import numpy as np
 import torch
-from sigpy.mri.samp import _poisson as _poisson_sampler
 
 __all__ = [
     "MASKS",
@@ -47,8 +46,9 @@ __all__ = [
 # and any run of consecutive spokes covers the angles nearly uniformly.
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
-# Poisson disc: bisection steps on the slope (2^-20 of its range is far finer than any change in
-# the pattern), and sigpy's default number of candidate points tried around each sample.
+# Poisson disc: at most 20 draws while searching the slope (2 to 5 are typical; 20 halvings would
+# narrow it far below any change in the pattern), and sigpy's default number of candidate points
+# tried around each sample.
 _POISSON_MAX_DRAWS = 20
 _POISSON_ATTEMPTS = 30
 
@@ -159,7 +159,7 @@ def variable_density_2d(shape, acceleration: float, seed, *, calib=None, power: 
 
     MoDL undersamples the two phase-encode directions of a 3-D Cartesian scan with "variable-density
     Cartesian random sampling masks", a different one for each training slice (Aggarwal et al. 2019,
-    Sec. III-D); MOL uses "2D non-uniform variable density undersampling masks" (Pramanik and Jacob,
+    Sec. IV-B); MOL uses "2D non-uniform variable density undersampling masks" (Pramanik and Jacob,
     Sec. 3). A 2-D slice of such a scan sees a 2-D random pattern, which this function draws.
 
     The ``calib`` block is sampled fully; the remaining ``round(H*W/acceleration) - h*w`` pixels are
@@ -234,6 +234,10 @@ def radial_view_ordering(
     rng = _rng(seed)
     if not (isinstance(power, numbers.Real) and math.isfinite(power) and power >= 1):
         raise ValueError(f"power must be a finite number >= 1, got {power!r}")
+    if points_per_spoke is None:
+        points_per_spoke = max(2, max(shape) // 8)
+    elif not (_is_int(points_per_spoke) and points_per_spoke >= 1):
+        raise ValueError(f"points_per_spoke must be an int >= 1 or None, got {points_per_spoke!r}")
     mask, calib = _with_calib(shape, calib)
     count = _target_count(mask.size, accel)
     _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
@@ -241,10 +245,6 @@ def radial_view_ordering(
     height, width = shape
     flat = mask.ravel()
     missing = count - calib[0] * calib[1]
-    if points_per_spoke is None:
-        points_per_spoke = max(2, max(shape) // 8)
-    elif not (_is_int(points_per_spoke) and points_per_spoke >= 1):
-        raise ValueError(f"points_per_spoke must be an int >= 1 or None, got {points_per_spoke!r}")
     steps = np.arange(points_per_spoke)
     theta0 = rng.uniform(0.0, 2.0 * math.pi)
     spokes_per_batch = 64
@@ -295,9 +295,9 @@ def poisson_disc(shape, acceleration: float, seed, *, calib=None) -> torch.Tenso
     the shape of the density); a shortfall is filled with random unsampled pixels with ``r <= 1``.
 
     Drawing is slow next to the other masks (a few ms): 2 to 5 draws, about 0.01 to 0.1 s at
-    64 x 64 and 0.1 to 1.5 s at 256 x 256 on one CPU core. The sampler seeds numba's own RNG, not NumPy's or torch's global one.
-    Accelerations below 2 are refused: the densest Poisson disc (spacing one pixel, corners cut)
-    keeps only about half of k-space.
+    64 x 64 and 0.1 to 1.5 s at 256 x 256 on one CPU core. The sampler seeds numba's own RNG, not
+    the global one of NumPy or torch. Accelerations below 2 are refused: the densest Poisson disc
+    (spacing one pixel, corners cut) keeps only about half of k-space.
 
     Args:
         shape: (H, W).
@@ -314,6 +314,9 @@ def poisson_disc(shape, acceleration: float, seed, *, calib=None) -> torch.Tenso
     calib_mask, calib = _with_calib(shape, calib)
     count = _target_count(calib_mask.size, accel)
     _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
+
+    # Imported here: sigpy brings numba, whose import costs about 2 s that the other masks need not pay.
+    from sigpy.mri.samp import _poisson as _poisson_sampler
 
     radius = _normalised_radius(shape)
     support = radius <= 1.0
@@ -484,7 +487,7 @@ def column_equispaced(shape, acceleration: float, seed, *, center_fraction=None)
 def low_resolution(shape, acceleration: float | None = None, *, block=None) -> torch.Tensor:
     """Fully sampled centred rectangle of k-space: a low-resolution scan (MoDL's super-resolution test).
 
-    MoDL (Aggarwal et al. 2019, Sec. IV-C and Fig. 4k) keeps the central 100 x 100 region of its
+    MoDL (Aggarwal et al. 2019, Sec. IV-E and Fig. 4k) keeps the central 100 x 100 region of its
     256 x 232 k-space and reconstructs the high-resolution image with the network trained at 10x.
     Give either ``acceleration``, and the block keeps the image's aspect ratio with its size
     rounded to the count closest to ``H*W/acceleration``, or ``block=(h, w)`` explicitly (MoDL:
@@ -495,7 +498,9 @@ def low_resolution(shape, acceleration: float | None = None, *, block=None) -> t
     """
     shape = _check_shape(shape)
     if (acceleration is None) == (block is None):
-        raise ValueError(f"give exactly one of acceleration or block, got acceleration={acceleration!r}, block={block!r}")
+        raise ValueError(
+            f"give exactly one of acceleration or block, got acceleration={acceleration!r}, block={block!r}"
+        )
     if block is None:
         accel = _check_acceleration(acceleration)
         target = shape[0] * shape[1] / accel
