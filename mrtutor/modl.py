@@ -52,7 +52,8 @@ class Denoiser(nn.Module):
 
     def estimate_noise(self, x: torch.Tensor) -> torch.Tensor:
         """N_w(x) as a complex image (B, H, W)."""
-        return channels_to_complex(self.noise(complex_to_channels(x)))
+        # Under mixed precision the CNN answers in bfloat16; the complex image stays in x's precision.
+        return channels_to_complex(self.noise(complex_to_channels(x)).to(x.real.dtype))
 
 
 def table_one_count(model: nn.Module) -> int:
@@ -166,6 +167,16 @@ def sd_et_ws(iterations: int = 10, layers: int = 5, features: int = 64, lam: flo
     return MoDL(iterations, Denoiser(layers, features), dc="sd", lam=lam)
 
 
-def cg_pd_ns(denoisers: list[nn.Module], lam: float, cg_iters: int = 10) -> MoDL:
-    """CG-PD-NS: pre-trained Gaussian denoisers, highest noise level first, with a hand-tuned lam."""
-    return MoDL(len(denoisers), list(denoisers), dc="cg", lam=lam, learn_lam=False, cg_iters=cg_iters)
+def cg_pd_ns(layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
+             noise_levels: tuple[float, ...] = PD_NOISE_LEVELS) -> MoDL:
+    """CG-PD-NS: one denoiser per noise level, highest first, with a fixed (hand-tuned) lam.
+
+    The denoisers are trained on Gaussian noise alone (``python -m mrtutor.train cg_pd_ns``), not
+    through the unrolled network; ``noise_levels`` are kept on the model for that training.
+    """
+    if not noise_levels or any(not s > 0 for s in noise_levels):
+        raise ValueError(f"noise_levels must be a non-empty list of positive sigmas, got {noise_levels}")
+    model = MoDL(len(noise_levels), [Denoiser(layers, features) for _ in noise_levels], dc="cg", lam=lam,
+                 learn_lam=False, cg_iters=cg_iters)
+    model.noise_levels = tuple(float(s) for s in noise_levels)
+    return model

@@ -57,7 +57,7 @@ def test_return_steps_follow_the_iteration():
 
 
 def test_pd_variant_keeps_lam_fixed():
-    model = cg_pd_ns([Denoiser(3, 4) for _ in range(2)], lam=0.3)
+    model = cg_pd_ns(layers=3, features=4, lam=0.3, noise_levels=(0.2, 0.1))
     assert "log_lam" not in dict(model.named_parameters())
     assert torch.isclose(model.lam, torch.tensor(0.3))
 

@@ -20,15 +20,17 @@ def random_problem(batch, coils, h, w, dtype, seed, mask_ndim=3):
 
 
 def inner(a, b):
-    return torch.vdot(a.flatten(), b.flatten())
+    """<a, b> accumulated in complex128: the test measures the operator's rounding, not the sum's
+    (a float32 sum of ~10^5 products alone is off by ~1e-5 relative to a cancelling total)."""
+    return torch.vdot(a.flatten().to(torch.complex128), b.flatten().to(torch.complex128))
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(20))
 def test_dot_product_adjoint(dtype, seed):
     rng = np.random.default_rng(seed)
-    batch, coils = int(rng.integers(1, 4)), int(rng.integers(1, 9))
-    h, w = (int(v) for v in rng.integers(5, 48, size=2))
+    batch, coils = int(rng.integers(1, 4)), int(rng.integers(1, 13))
+    h, w = (int(v) for v in rng.integers(5, 65, size=2))
     maps, mask, x, y = random_problem(batch, coils, h, w, dtype, seed, mask_ndim=int(rng.integers(2, 5)))
     op = Sense(maps, mask)
     lhs, rhs = inner(op.forward(x), y), inner(x, op.adjoint(y))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mrtutor import checkpoints
-from mrtutor.train import main
+from mrtutor.modl import PD_NOISE_LEVELS, cg_pd_ns
+from mrtutor.train import LAM_GRID, denoising_loss, main
 
 TINY = ["--tier", "quick", "--features", "8", "--layers", "3", "--iterations", "1", "--quiet"]
 
@@ -68,3 +69,37 @@ def test_missing_checkpoint_lists_the_available_ones(tmp_path):
 def test_builder_must_live_in_mrtutor():
     with pytest.raises(ValueError, match="builder must be a function in mrtutor"):
         checkpoints.build("os.system", {})
+
+
+def test_cg_pd_ns_trains_denoisers_on_noise_and_tunes_lam(dirs):
+    where, tmp_path = dirs
+    main(["cg_pd_ns", "--name", "pd", "--epochs", "1", "--tier", "quick", "--features", "8", "--layers", "3",
+          "--quiet", *where])
+    rec = json.loads((tmp_path / "ckpt" / "pd.json").read_text())
+    scores = rec["lam_tuning"]["validation_psnr"]
+    assert len(scores) == len(LAM_GRID)
+    assert rec["lam_tuning"]["lam"] == pytest.approx(float(max(scores, key=scores.get)), rel=1e-3)
+    model = checkpoints.load("pd", directory=tmp_path / "ckpt")
+    assert model.lam.item() == pytest.approx(rec["lam_tuning"]["lam"], rel=1e-5)
+    assert len(model.denoisers) == len(PD_NOISE_LEVELS) and "log_lam" not in dict(model.named_parameters())
+    first, last = (d.noise[0].weight for d in (model.denoisers[0], model.denoisers[-1]))
+    assert not torch.allclose(first, last)  # ten denoisers, each trained on its own noise level
+
+
+def test_denoising_loss_trains_each_denoiser_at_its_own_noise_level():
+    torch.manual_seed(0)
+    model = cg_pd_ns(layers=2, features=4, noise_levels=(0.5, 0.01))
+    target = torch.randn(2, 8, 8, dtype=torch.complex64)
+    for denoiser in model.denoisers:  # identity denoisers: the loss is the noise power, sigma^2 each
+        torch.nn.init.zeros_(denoiser.noise[-1].weight)
+    loss = denoising_loss(model.train(), {"target": target})
+    assert loss.item() == pytest.approx(0.5**2 + 0.01**2, rel=0.15)
+
+
+def test_bf16_training_records_its_precision_and_evaluates_in_full_precision(dirs):
+    where, tmp_path = dirs
+    main(["modl", "--name", "bf", "--epochs", "1", "--precision", "bf16", *TINY, *where])
+    rec = json.loads((tmp_path / "ckpt" / "bf.json").read_text())
+    assert rec["config"]["precision"] == "bf16" and rec["final_metrics"]["val_psnr"] > 10
+    model = checkpoints.load("bf", directory=tmp_path / "ckpt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -1,0 +1,104 @@
+"""Scoring reconstruction methods on a test set: one loop that every chapter's tables use.
+
+A *method* is any callable ``(kspace, maps, mask) -> image`` on batches in the DESIGN.md layout
+(k-space (B, C, H, W), maps (B, C, H, W), mask (B, H, W) -> complex image (B, H, W)): a trained
+network such as ``mrtutor.modl.MoDL`` is one as it is, and a classical solver becomes one with a
+lambda, e.g. ``lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=1e-2)``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+import torch
+from torch.utils.data import DataLoader
+
+from mrtutor import metrics
+
+Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def score(
+    methods: Mapping[str, Method],
+    dataset,
+    batch_size: int = 20,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, torch.Tensor | float]]:
+    """Run every method on every sample of ``dataset`` and score it against ``target``.
+
+    Args:
+        methods: name -> method (see the module docstring).
+        dataset: yields the sample dicts of ``mrtutor.data`` (``kspace``, ``maps``, ``mask``, ``target``).
+        batch_size: samples per call of a method.
+        device: where the methods run.
+        progress: show a progress bar over batches.
+    Returns:
+        name -> ``{"psnr": (N,), "ssim": (N,), "nmse": (N,), "seconds": float}``: per-sample scores on
+        magnitude images (``mrtutor.metrics`` defaults) and the method's total wall time.
+    """
+    if not methods:
+        raise ValueError("methods must name at least one method, got an empty mapping")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: nothing to score")
+    device = torch.device(device)
+    results = {name: {"psnr": [], "ssim": [], "nmse": [], "seconds": 0.0} for name in methods}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="scoring", leave=False)
+    for batch in loader:
+        kspace, maps, mask = (batch[key].to(device) for key in ("kspace", "maps", "mask"))
+        target = batch["target"].to(device)
+        for name, method in methods.items():
+            _sync(device)
+            tic = time.perf_counter()
+            image = method(kspace, maps, mask)
+            _sync(device)
+            results[name]["seconds"] += time.perf_counter() - tic
+            if image.shape != target.shape:
+                raise ValueError(f"method {name!r} returned shape {tuple(image.shape)}; expected {tuple(target.shape)}")
+            for metric in ("psnr", "ssim", "nmse"):
+                results[name][metric].append(getattr(metrics, metric)(image, target).cpu())
+    for entry in results.values():
+        for metric in ("psnr", "ssim", "nmse"):
+            entry[metric] = torch.cat(entry[metric])
+    return results
+
+
+def summary(results: Mapping[str, Mapping], metric: str = "psnr") -> dict[str, dict[str, float]]:
+    """name -> mean, std, min and max of ``metric`` over the samples (MoDL's Table III columns)."""
+    out = {}
+    for name, entry in results.items():
+        values = entry[metric].double()
+        out[name] = {"mean": values.mean().item(), "std": values.std().item() if len(values) > 1 else 0.0,
+                     "min": values.min().item(), "max": values.max().item()}
+    return out
+
+
+def format_table(columns: Mapping[str, Mapping[str, Mapping]], metrics_shown=("psnr", "ssim")) -> str:
+    """A plain-text table: one row per method and, for each column (e.g. an acceleration), the
+    mean +- std of each metric. ``columns`` maps a column title to the ``score`` results there."""
+    names = list(dict.fromkeys(name for results in columns.values() for name in results))
+    width = max(len(name) for name in names) + 2
+    lines = [" " * width + "".join(f"{f'{title} {metric.upper()}':>17s}" for title in columns for metric in metrics_shown)]
+    for name in names:
+        cells = []
+        for results in columns.values():
+            for metric in metrics_shown:
+                if name not in results:
+                    cells.append("-")
+                    continue
+                values = results[name][metric].double()
+                digits = 2 if metric == "psnr" else 3
+                cells.append(f"{values.mean():.{digits}f} ± {values.std():.{digits}f}")
+        lines.append(f"{name:{width}s}" + "".join(f"{cell:>17s}" for cell in cells))
+    return "\n".join(lines)

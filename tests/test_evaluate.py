@@ -1,0 +1,48 @@
+"""The scoring loop every chapter's tables use."""
+
+import pytest
+import torch
+
+from mrtutor import evaluate, metrics
+
+
+def samples(n=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        target = torch.randn(9, 8, dtype=torch.complex64, generator=gen)
+        out.append({"kspace": torch.randn(2, 9, 8, dtype=torch.complex64, generator=gen),
+                    "maps": torch.ones(2, 9, 8, dtype=torch.complex64), "mask": torch.ones(9, 8), "target": target})
+    return out
+
+
+def test_scores_equal_the_metrics_per_sample_in_dataset_order():
+    data = samples()
+    noisy = {i: d["target"] + 0.1 * (i + 1) for i, d in enumerate(data)}
+    calls = iter(range(len(data)))
+    # A method that returns, for each sample of the batch, its target plus a known error.
+    method = lambda k, s, m: torch.stack([noisy[next(calls)] for _ in range(k.shape[0])])  # noqa: E731
+    results = evaluate.score({"m": method}, data, batch_size=2)
+    expected = torch.stack([metrics.psnr(noisy[i], d["target"]) for i, d in enumerate(data)])
+    torch.testing.assert_close(results["m"]["psnr"], expected)
+    assert results["m"]["ssim"].shape == (5,) and results["m"]["seconds"] >= 0
+    summary = evaluate.summary(results)["m"]
+    assert summary["min"] == pytest.approx(expected.min().item()) and summary["max"] == pytest.approx(expected.max().item())
+
+
+def test_table_has_a_row_per_method_and_a_cell_per_column_and_metric():
+    data = samples(3)
+    zeros = evaluate.score({"zeros": lambda k, s, m: torch.zeros_like(k[:, 0])}, data)
+    table = evaluate.format_table({"4x": zeros, "8x": zeros})
+    lines = table.splitlines()
+    assert len(lines) == 2 and "4x PSNR" in lines[0] and "8x SSIM" in lines[0]
+    assert lines[1].startswith("zeros") and lines[1].count("±") == 4
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="methods must name at least one method"):
+        evaluate.score({}, samples(1))
+    with pytest.raises(ValueError, match="dataset is empty"):
+        evaluate.score({"m": lambda k, s, m: k[:, 0]}, [])
+    with pytest.raises(ValueError, match="method 'm' returned shape"):
+        evaluate.score({"m": lambda k, s, m: k}, samples(1))
