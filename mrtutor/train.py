@@ -95,7 +95,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
+def validate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
     """Mean loss and per-image PSNR (magnitude, max of reference) over ``loader``."""
     model.eval()
     losses, scores = [], []
@@ -123,7 +123,7 @@ def tune_lam(model: nn.Module, loader: DataLoader, device: torch.device) -> dict
     scores = {}
     for lam in LAM_GRID:
         model.log_lam.fill_(math.log(lam))
-        scores[f"{lam:.4g}"] = evaluate(model, loader, device)["psnr"]
+        scores[f"{lam:.4g}"] = validate(model, loader, device)["psnr"]
     best = max(scores, key=scores.get)
     model.log_lam.fill_(math.log(float(best)))
     return scores
@@ -221,7 +221,7 @@ def train(args: argparse.Namespace) -> Path:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.2e}")
         seconds += time.perf_counter() - tic
-        val = evaluate(model, val_loader, device)
+        val = validate(model, val_loader, device)
         entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": val["loss"],
                  "val_psnr": val["psnr"], "lam": model.lam.item(), "seconds": round(seconds, 1)}
         history.append(entry)
