@@ -1,4 +1,5 @@
-"""Scoring reconstruction methods on a test set: one loop that every chapter's tables use.
+"""Scoring reconstruction methods on a test set: one loop that every chapter's tables use; and the
+memory a training step keeps for its backward pass (``saved_for_backward``).
 
 A *method* is any callable ``(kspace, maps, mask) -> image`` on batches in the DESIGN.md layout
 (k-space (B, C, H, W), maps (B, C, H, W), mask (B, H, W) -> complex image (B, H, W)): a trained
@@ -17,6 +18,25 @@ from torch.utils.data import DataLoader
 from mrtutor import metrics
 
 Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def saved_for_backward(run: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd saves for the backward pass while ``run()`` builds its graph.
+
+    The memory that grows with an unrolled network's depth (MoDL's K) and that implicit gradients
+    (CG in ``solve_normal``, fixed points in ``mrtutor.deq``) keep constant. A tensor saved twice
+    counts twice, so this is an upper bound of the extra memory, comparable between methods.
+    """
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total
 
 
 def _sync(device: torch.device) -> None:

@@ -70,6 +70,7 @@ class Sense:
         pre_w, post_w = centring_phases(w, maps.dtype, maps.device)
         # Folded once: maps carry the image-side phase, the mask the k-space-side phase.
         self._maps = maps * (pre_h[:, None] * pre_w[None, :])
+        self._maps_conj = self._maps.conj().resolve_conj()  # coil combination without a conj per call
         self._mask_post = self.mask * (post_h[:, None] * post_w[None, :])
         self._mask_sq = self.mask**2
 
@@ -97,14 +98,21 @@ class Sense:
             raise TypeError(f"y must be a complex tensor, got {getattr(y, 'dtype', type(y))}")
         if y.shape[-3:] != self.maps.shape[-3:] or y.dim() != 4:
             raise ValueError(f"y must have shape (B, C, H, W) = {tuple(self.maps.shape)}, got {tuple(y.shape)}")
-        coil_images = torch.fft.ifft2(y * self._mask_post.conj(), norm="ortho")
-        return torch.linalg.vecdot(self._maps, coil_images, dim=1)  # sum_c conj(S_c) * image_c
+        return self._combine(torch.fft.ifft2(y * self._mask_post.conj(), norm="ortho"))
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """A^H A x: image (B, H, W) -> image (B, H, W), without forming k-space shifts."""
         _check_image(x, "x", self.batch, self.shape, self.dtype)
         k = torch.fft.fft2(self._maps * x[:, None], norm="ortho")
         k.mul_(self._mask_sq)
-        return torch.linalg.vecdot(self._maps, torch.fft.ifft2(k, norm="ortho"), dim=1)
+        return self._combine(torch.fft.ifft2(k, norm="ortho"))
+
+    def _combine(self, coil_images: torch.Tensor) -> torch.Tensor:
+        """sum_c conj(S_c) * image_c over coil images (B, C, H, W) that this operator just made.
+
+        In place: the coil images are a fresh FFT output that nothing else holds, and skipping the
+        temporary roughly halves the combine's time (autograd still gets it right, tested for x and maps).
+        """
+        return coil_images.mul_(self._maps_conj).sum(dim=1)
 
     __call__ = forward

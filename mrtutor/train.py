@@ -8,7 +8,10 @@ record (command, config, dataset hash, git commit, time, device, metrics, learni
 
 Recipes (see ``RECIPES``): ``modl`` (MoDL, CG-ET-WS), ``cg_et_ns``, ``sd_et_ws`` are trained end to
 end on the reconstruction error; ``cg_pd_ns`` trains its ten denoisers on Gaussian noise alone (one
-noise level each) and then tunes its fixed lam on the validation split.
+noise level each) and then tunes its fixed lam on the validation split. ``mol_lr``, ``mol_sn`` and
+``mol_unconstrained`` train MOL (``mrtutor.mol``) with implicit gradients; every epoch's record
+adds the fixed-point iterations, the share of converged solves and the Lipschitz estimate of H
+(the curves of the MOL paper's Fig. 2).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mrtutor import checkpoints, config
+from mrtutor.deq import DEQConvergenceWarning
 from mrtutor.metrics import psnr
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
@@ -57,6 +62,34 @@ def denoising_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return torch.stack(losses).sum()
 
 
+def mol_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """MOL (eq. 8): the error of the fixed point plus the Lipschitz term of H there. The term's
+    weight is zero for MOL-SN and the unconstrained MOL, whose Lipschitz estimate is still recorded.
+
+    Eq. 8 adds l(f*) to a squared error summed over the pixels; with the error averaged over the
+    pixels, as every recipe here does, the term is divided by the pixel count to keep eq. 8's balance.
+    """
+    out = model(batch["kspace"], batch["maps"], batch["mask"])
+    return complex_mse(out, batch["target"]) + model.lipschitz_loss(out) / out[0].numel()
+
+
+def mol_monitor(model: nn.Module) -> dict[str, float]:
+    """What a MOL step did: fixed-point iterations (forward, and backward after a training step),
+    the share of samples whose forward solve converged, and H's Lipschitz estimate when one was made."""
+    forward = model.last_forward_info
+    stats = {"forward_iterations": float(forward.iterations),
+             "forward_converged": forward.converged.float().mean().item()}
+    if model.training and model.last_backward_info is not None:
+        stats["backward_iterations"] = float(model.last_backward_info.iterations)
+    if model.training and model.last_lipschitz is not None:
+        stats["lipschitz"] = model.last_lipschitz.mean().item()
+    return stats
+
+
+MODL_OPTIONS = ("layers", "features", "lam", "iterations", "cg_iters")
+MOL_OPTIONS = ("layers", "features", "lam", "cg_iters", "m", "max_iter", "tol", "anderson", "backward_max_iter")
+
+
 @dataclass
 class Recipe:
     """How to build and train a model of one kind."""
@@ -65,14 +98,24 @@ class Recipe:
     doc: str
     loss: Callable[[nn.Module, dict], torch.Tensor] = reconstruction_loss
     tune_lam: bool = False  # lam is not learned: pick it on the validation split after training
+    options: tuple[str, ...] = MODL_OPTIONS  # the command-line options the builder takes
+    defaults: dict = field(default_factory=lambda: {"lam": 0.05})  # when the command line leaves them out
+    monitor: Callable[[nn.Module], dict[str, float]] | None = None  # per-step statistics to average per epoch
+    bf16: bool = True  # whether --precision bf16 makes sense (not for a fixed point solved to 1e-4)
 
 
 RECIPES: dict[str, Recipe] = {
     "modl": Recipe("mrtutor.modl.modl", "MoDL (CG-ET-WS): shared denoiser, CG data consistency"),
     "cg_et_ns": Recipe("mrtutor.modl.cg_et_ns", "CG-ET-NS: one denoiser per iteration"),
-    "sd_et_ws": Recipe("mrtutor.modl.sd_et_ws", "SD-ET-WS: shared denoiser, steepest-descent DC"),
+    "sd_et_ws": Recipe("mrtutor.modl.sd_et_ws", "SD-ET-WS: shared denoiser, steepest-descent DC",
+                       options=("layers", "features", "lam", "iterations")),
     "cg_pd_ns": Recipe("mrtutor.modl.cg_pd_ns", "CG-PD-NS: ten Gaussian denoisers, hand-tuned lam",
-                       loss=denoising_loss, tune_lam=True),
+                       loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters")),
+    **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, options=MOL_OPTIONS + extra,
+                             defaults={}, monitor=mol_monitor, bf16=False)
+       for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)", ("lipschitz_weight", "lipschitz_target")),
+                                ("sn", "MOL-SN: spectrally normalised H", ()),
+                                ("unconstrained", "MOL with an unconstrained H (diverges in the paper)", ()))},
 }
 
 # The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
@@ -94,27 +137,40 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Average each statistic over the steps that report it."""
+    keys = dict.fromkeys(k for step in steps for k in step)
+    return {k: sum(step[k] for step in steps if k in step) / sum(k in step for step in steps) for k in keys}
+
+
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
-    """Mean loss and per-image PSNR (magnitude, max of reference) over ``loader``."""
+def validate(model: nn.Module, loader: DataLoader, device: torch.device, monitor=None) -> dict:
+    """Mean loss and per-image PSNR (magnitude, max of reference) over ``loader``, plus the mean of
+    ``monitor(model)`` after each batch when given."""
     model.eval()
-    losses, scores = [], []
+    losses, scores, stats = [], [], []
     for batch in loader:
         batch = to_device(batch, device)
         out = model(batch["kspace"], batch["maps"], batch["mask"])
         losses.append(complex_mse(out, batch["target"]).item())
         scores.append(psnr(out, batch["target"]).cpu())
+        if monitor is not None:
+            stats.append(monitor(model))
     scores = torch.cat(scores)
-    return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), "psnr_std": scores.std().item()}
+    return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), "psnr_std": scores.std().item(),
+            **mean_stats(stats)}
 
 
 def build_model(recipe: str, args: argparse.Namespace) -> tuple[nn.Module, dict]:
-    kwargs = {"layers": args.layers, "features": args.features, "lam": args.lam}
-    if recipe != "cg_pd_ns":  # CG-PD-NS has one iteration per noise level
-        kwargs["iterations"] = args.iterations
-    if recipe != "sd_et_ws":
-        kwargs["cg_iters"] = args.cg_iters
-    return checkpoints.build(RECIPES[recipe].builder, kwargs), kwargs
+    spec = RECIPES[recipe]
+    kwargs = {}
+    for option in spec.options:
+        value = getattr(args, option)
+        if value is None:
+            value = spec.defaults.get(option)
+        if value is not None:
+            kwargs[option] = value
+    return checkpoints.build(spec.builder, kwargs), kwargs
 
 
 def tune_lam(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
@@ -134,6 +190,8 @@ def initialise_from(model: nn.Module, name: str, directory: str | None = None) -
 
     A shared denoiser is copied into every denoiser of an unshared model; lam is copied too.
     """
+    if not hasattr(model, "denoisers"):
+        raise ValueError(f"--init copies MoDL denoisers; {type(model).__name__} has none")
     source = checkpoints.load(name, directory=directory)
     model.log_lam.data.copy_(source.log_lam.data)
     for target in model.denoisers:
@@ -172,6 +230,9 @@ def train(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else config.device()
     recipe = RECIPES[args.recipe]
+    if args.precision == "bf16" and not recipe.bf16:
+        raise ValueError(f"--precision bf16 does not suit {args.recipe}: its fixed point is solved to a relative "
+                         "tolerance below bfloat16's resolution (about 4e-3); use fp32")
     model, builder_kwargs = build_model(args.recipe, args)
     train_set, val_set, data_hash = make_datasets(args)
     model.to(device)
@@ -206,24 +267,32 @@ def train(args: argparse.Namespace) -> Path:
                             **loader_kwargs)
         model.train()
         tic = time.perf_counter()
-        losses = []
+        losses, stats = [], []
         bar = tqdm(loader, desc=f"{args.name} epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
-        for batch in bar:
-            batch = to_device(batch, device)
-            # bf16 autocast runs the convolutions in bfloat16 (2-3x faster on CPUs with AVX512-BF16
-            # and on GPUs); the FFTs, CG solves and weights stay in full precision.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                loss = recipe.loss(model, batch)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.2e}")
-        seconds += time.perf_counter() - tic
-        val = validate(model, val_loader, device)
+        # Solves that stop short are counted by the monitor (forward_converged) instead of warned about
+        # once per batch.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DEQConvergenceWarning)
+            for batch in bar:
+                batch = to_device(batch, device)
+                # bf16 autocast runs the convolutions in bfloat16 (2-3x faster on CPUs with AVX512-BF16
+                # and on GPUs); the FFTs, CG solves and weights stay in full precision.
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                    loss = recipe.loss(model, batch)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                losses.append(loss.item())
+                if recipe.monitor is not None:
+                    stats.append(recipe.monitor(model))
+                bar.set_postfix(loss=f"{loss.item():.2e}")
+            seconds += time.perf_counter() - tic
+            val = validate(model, val_loader, device, recipe.monitor)
         entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": val["loss"],
-                 "val_psnr": val["psnr"], "lam": model.lam.item(), "seconds": round(seconds, 1)}
+                 "val_psnr": val["psnr"], "lam": model.lam.item(), "seconds": round(seconds, 1),
+                 **{f"train_{k}": v for k, v in mean_stats(stats).items()},
+                 **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr", "psnr_std")}}
         history.append(entry)
         print(json.dumps(entry), flush=True)
         atomic_state_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
@@ -268,8 +337,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=10, help="unrolled iterations K")
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--features", type=int, default=64)
-    parser.add_argument("--lam", type=float, default=0.05, help="initial lambda")
+    parser.add_argument("--lam", type=float, default=None,
+                        help="initial lambda (default: MoDL 0.05; MOL's builder default, its lam being 1 / MoDL's)")
     parser.add_argument("--cg-iters", type=int, default=10)
+    parser.add_argument("--m", type=float, default=None, help="MOL: monotonicity m of I - H (Lip(H) < 1 - m)")
+    parser.add_argument("--max-iter", type=int, default=None, help="MOL: cap of the fixed-point iterations")
+    parser.add_argument("--tol", type=float, default=None, help="MOL: relative tolerance of the fixed point")
+    parser.add_argument("--anderson", type=int, default=None, help="MOL: Anderson history (0: plain iteration)")
+    parser.add_argument("--backward-max-iter", type=int, default=None, help="MOL: cap of the backward fixed point")
+    parser.add_argument("--lipschitz-weight", type=float, default=None, help="MOL-LR: weight of l(f*) in eq. 8")
+    parser.add_argument("--lipschitz-target", type=float, default=None,
+                        help="MOL-LR: penalise only Lipschitz estimates above this (e.g. 1 - m)")
     parser.add_argument("--mask", default="variable_density_2d", help="mask name in mrtutor.masks")
     parser.add_argument("--acceleration", type=float, default=6.0)
     parser.add_argument("--batch-size", type=int, default=4)

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from scipy import ndimage
 import torch
 
 from mrtutor import config, data
@@ -163,7 +164,8 @@ def test_simulation_avoids_the_inverse_crime():
 def test_splits_are_disjoint_slabs(offline_build):
     rows = []
     for subject in data.SUBJECTS:
-        rows += data.slice_table(subject, *data.load_brain(subject))
+        volume, affine, brain = data.load_head(subject)
+        rows += data.slice_table(subject, brain, affine)
     by_key = {}
     for r in rows:
         slab = abs(r["position_mm"]) if r["orientation"] == "sagittal" else r["position_mm"]
@@ -187,6 +189,31 @@ def test_splits_are_disjoint_slabs(offline_build):
         ds = data.demo_dataset(split, TIER)
         ids[split] = {ds[i]["slice_id"] for i in range(len(ds))}
     assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+
+
+@pytest.mark.parametrize("subject", data.SUBJECTS)
+def test_heads_have_scalp_and_skull_around_the_brain(subject):
+    """A brain on an exactly zero background flatters TV (issue 3): both anatomies are whole heads.
+    Along rays from the brain's centre outwards, past the brain's edge, the intensity must dip (CSF
+    and bone) and rise again (marrow, fat, skin) before it reaches zero outside the head."""
+    volume, affine, brain = data.load_head(subject)
+    assert volume.shape == brain.shape and volume.dtype == np.float32 and brain.dtype == bool
+    assert volume.max() == 1 and volume.min() >= 0
+    assert 0.05 < brain.mean() < 0.4
+    head = ndimage.binary_fill_holes(volume > 0.05)
+    assert head.sum() > 1.3 * brain.sum()  # a head's shell is thick: ~40% more voxels than the brain
+    centre = np.round(np.argwhere(brain).mean(axis=0)).astype(int)
+    white = np.percentile(volume[brain], 95)
+    layered = 0
+    for direction in [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1)]:
+        ray = [centre + t * np.array(direction) for t in range(200)]
+        ray = [p for p in ray if all(0 <= p[a] < volume.shape[a] for a in range(3))]
+        inside = np.array([brain[tuple(p)] for p in ray])
+        edge = len(inside) - np.argmax(inside[::-1])  # first voxel past the brain's outer edge
+        profile = np.array([volume[tuple(p)] for p in ray[edge : edge + 25]])
+        dip = np.argmax(profile < 0.3 * white)
+        layered += profile[dip] < 0.3 * white and profile[dip:].max() > 0.6 * white
+    assert layered >= 4, f"{subject}: only {layered} of 5 rays cross dark bone then bright scalp"
 
 
 def test_subject_split(offline_build):

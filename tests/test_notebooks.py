@@ -84,7 +84,44 @@ def checks_that_cannot_fail(nb: nbformat.NotebookNode) -> list[int]:
     return weak
 
 
+def hidden_figures(nb: nbformat.NotebookNode) -> list[int]:
+    """Indices of code cells where a ``viz.show_*`` figure is made as a bare statement but never shown.
+
+    ``mrtutor.viz`` returns figures outside pyplot: one shows only as the cell's last expression
+    (without a trailing ``;``) or through ``display(...)``; anywhere else it is silently dropped.
+    """
+    hidden = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.splitlines()
+        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+        body = ast.parse(code).body
+        for position, statement in enumerate(body):
+            call = statement.value if isinstance(statement, ast.Expr) else None
+            func = getattr(call, "func", None)
+            if not (isinstance(func, ast.Attribute) and func.attr.startswith("show_")
+                    and getattr(func.value, "id", "") == "viz"):
+                continue
+            if position != len(body) - 1 or cell.source.rstrip().endswith(";"):
+                hidden.append(index)
+                break
+    return hidden
+
+
 # ------------------------------------------------------------------ the rules themselves can fail
+
+
+def test_hidden_figures_finds_viz_figures_that_never_show():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in (
+        "viz.show_images([x])",  # last expression: shows
+        "viz.show_images([x]);",  # the semicolon hides it
+        "viz.show_images([x])\ny = 1",  # not the last statement: dropped
+        "display(viz.show_images([x]))\nviz.show_comparison(r, x)",  # both show
+        "fig = viz.show_images([x])",  # kept for later: not a bare statement
+    )]
+    assert hidden_figures(nb) == [1, 2]
 
 
 def test_storage_problems_finds_outputs_counts_and_widget_state_in_check_cells_too():
@@ -155,6 +192,15 @@ def test_every_check_cell_asserts_its_result(path):
     assert not weak, (
         f"{_id(path)}: cells {weak} are marked {nbtools.CHECK_MARKER} but hold no assert; no output is "
         "stored to compare with, so assert what the cell prints (`assert err < tol, err`)"
+    )
+
+
+@pytest.mark.parametrize("path", CHAPTERS + [TEMPLATE], ids=_id)
+def test_every_viz_figure_is_shown(path):
+    hidden = hidden_figures(_read(path))
+    assert not hidden, (
+        f"{_id(path)}: cells {hidden} make a viz figure that never shows (a trailing ';' or not the cell's last "
+        "expression); end the cell with it, or wrap it in display(...)"
     )
 
 

@@ -99,3 +99,22 @@ def test_bad_input_names_the_argument():
         op.normal(torch.randn(1, 8, 7, dtype=torch.complex64))
     with pytest.raises(ValueError, match="y must have shape"):
         op.adjoint(torch.randn(1, 3, 8, 8, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("wrt", ["x", "maps"])
+def test_gradients_through_every_operator(wrt):
+    """The in-place coil combination must not break autograd, whether the image or the maps need a
+    gradient (learned coil maps are a common extension)."""
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, 3, 6, 5, dtype=torch.complex128, generator=gen, requires_grad=wrt == "maps")
+    mask = (torch.rand(6, 5, generator=gen) < 0.5).double()
+    x = torch.randn(2, 6, 5, dtype=torch.complex128, generator=gen, requires_grad=wrt == "x")
+    y = torch.randn(2, 3, 6, 5, dtype=torch.complex128, generator=gen)
+    inputs = (maps,) if wrt == "maps" else (x,)
+
+    def run(*args):
+        op = Sense(args[0], mask) if wrt == "maps" else Sense(maps, mask)
+        image = args[0] if wrt == "x" else x
+        return op.normal(image), op.adjoint(y), op.forward(image)
+
+    assert torch.autograd.gradcheck(run, inputs)

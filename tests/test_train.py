@@ -103,3 +103,26 @@ def test_bf16_training_records_its_precision_and_evaluates_in_full_precision(dir
     assert rec["config"]["precision"] == "bf16" and rec["final_metrics"]["val_psnr"] > 10
     model = checkpoints.load("bf", directory=tmp_path / "ckpt")
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("recipe", ["mol_lr", "mol_sn"])
+def test_mol_trains_with_fixed_point_statistics_per_epoch(dirs, recipe):
+    """MOL's record carries the curves of the paper's Fig. 2: fixed-point iterations, converged
+    share and the Lipschitz estimate of H, for training and validation."""
+    where, tmp_path = dirs
+    main([recipe, "--name", recipe, "--epochs", "1", "--tier", "quick", "--features", "4", "--layers", "3",
+          "--train-slices", "4", "--max-iter", "30", "--quiet", *where])
+    rec = json.loads((tmp_path / "ckpt" / f"{recipe}.json").read_text())
+    entry = rec["history"][0]
+    assert 1 <= entry["train_forward_iterations"] <= 30 and 1 <= entry["val_forward_iterations"] <= 30
+    assert 0 <= entry["val_forward_converged"] <= 1 and entry["train_backward_iterations"] >= 1
+    assert entry["train_lipschitz"] > 0
+    assert rec["config"]["lam"] is None and "lam" not in checkpoints.record(recipe, tmp_path / "ckpt")["builder_kwargs"]
+    model = checkpoints.load(recipe, directory=tmp_path / "ckpt")
+    assert model.variant == recipe.removeprefix("mol_")
+
+
+def test_mol_refuses_bf16(dirs):
+    where, _ = dirs
+    with pytest.raises(ValueError, match="bf16 does not suit mol_lr"):
+        main(["mol_lr", "--name", "x", "--epochs", "1", "--tier", "quick", "--precision", "bf16", "--quiet", *where])
