@@ -10,6 +10,7 @@ lambda, e.g. ``lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=1e-2)``.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Callable, Mapping
 
 import torch
@@ -21,22 +22,35 @@ Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def saved_for_backward(run: Callable[[], object]) -> int:
-    """Bytes of the tensors autograd saves for the backward pass while ``run()`` builds its graph.
+    """Bytes of the tensors that autograd holds for the backward pass when ``run()`` returns.
 
-    The memory that grows with an unrolled network's depth (MoDL's K) and that implicit gradients
-    (CG in ``solve_normal``, fixed points in ``mrtutor.deq``) keep constant. A tensor saved twice
-    counts twice, so this is an upper bound of the extra memory, comparable between methods.
+    ``run`` builds a graph (a forward pass, a loss) and returns its output, which is kept alive while
+    the count is taken: the memory that grows with an unrolled network's depth (MoDL's K) and that
+    implicit gradients (CG in ``solve_normal``, fixed points in ``mrtutor.deq``) keep constant.
+    Tensors saved by graphs that ``run`` built and dropped on the way (say, the ascent steps of a
+    Lipschitz estimate) are not counted; a tensor saved twice counts twice.
     """
-    total = 0
+    held = 0
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
+    class Saved:  # one box per saved tensor, so that we see when autograd lets go of it
+        __slots__ = ("tensor", "__weakref__")
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return total
+    def release(size: int) -> None:
+        nonlocal held
+        held -= size
+
+    def pack(t: torch.Tensor) -> Saved:
+        nonlocal held
+        size = t.numel() * t.element_size()
+        held += size
+        box = Saved()
+        box.tensor = t.detach()  # not t itself: an output would hold its own grad_fn in a cycle
+        weakref.finalize(box, release, size)
+        return box
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+        output = run()  # noqa: F841 (kept alive, and with it the graph, until the count is read)
+        return held
 
 
 def _sync(device: torch.device) -> None:

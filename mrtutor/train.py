@@ -252,6 +252,9 @@ def train(args: argparse.Namespace) -> Path:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
+        # Asked for more (or fewer) epochs than before: the cosine continues from the current rate
+        # and reaches its floor at the new end, instead of following the old schedule past its end.
+        scheduler.T_max = args.epochs * steps_per_epoch
         torch.set_rng_state(state["rng"])
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
         commits = list(dict.fromkeys(state["commits"] + commits))
@@ -290,7 +293,8 @@ def train(args: argparse.Namespace) -> Path:
             seconds += time.perf_counter() - tic
             val = validate(model, val_loader, device, recipe.monitor)
         entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": val["loss"],
-                 "val_psnr": val["psnr"], "lam": model.lam.item(), "seconds": round(seconds, 1),
+                 "val_psnr": val["psnr"], "lam": model.lam.item(), "lr": optimiser.param_groups[0]["lr"],
+                 "seconds": round(seconds, 1),
                  **{f"train_{k}": v for k, v in mean_stats(stats).items()},
                  **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr", "psnr_std")}}
         history.append(entry)

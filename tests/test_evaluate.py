@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mrtutor import evaluate, metrics
+from mrtutor.evaluate import saved_for_backward
 
 
 def samples(n=5, seed=0):
@@ -46,3 +47,18 @@ def test_bad_input_is_named():
         evaluate.score({"m": lambda k, s, m: k[:, 0]}, [])
     with pytest.raises(ValueError, match="method 'm' returned shape"):
         evaluate.score({"m": lambda k, s, m: k}, samples(1))
+
+
+def test_saved_for_backward_counts_the_live_graph_only():
+    w = torch.randn(64, 64, requires_grad=True)
+    x = torch.randn(8, 64)
+
+    def with_a_dropped_graph():
+        (torch.tanh(x @ w) ** 2).sum()  # built and dropped at once: nothing of it stays
+        return torch.tanh(x @ w).sum()
+
+    live = saved_for_backward(lambda: torch.tanh(x @ w).sum())
+    assert live == saved_for_backward(with_a_dropped_graph) > 0
+    # tanh saves its (8, 64) float32 output, the product saves x: 2 * 2048 bytes
+    assert live == 2 * 8 * 64 * 4
+    assert saved_for_backward(lambda: None) == 0

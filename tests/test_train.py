@@ -7,6 +7,7 @@ import torch
 
 from mrtutor import checkpoints
 from mrtutor.modl import PD_NOISE_LEVELS, cg_pd_ns
+from mrtutor import train as train_module
 from mrtutor.train import LAM_GRID, denoising_loss, main
 
 TINY = ["--tier", "quick", "--features", "8", "--layers", "3", "--iterations", "1", "--quiet"]
@@ -33,6 +34,28 @@ def test_train_resume_checkpoint_and_record(dirs, capsys):
         assert key in rec
     model = checkpoints.load("tiny", directory=tmp_path / "ckpt")
     assert not model.training and model.iterations == 1
+
+
+def test_an_interrupted_run_resumed_with_more_epochs_stretches_its_schedule(dirs, monkeypatch):
+    where, tmp_path = dirs
+    real_validate, calls = train_module.validate, []
+
+    def interrupt_after_the_first_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", interrupt_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(["modl", "--name", "long", "--epochs", "3", *TINY, *where])
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    main(["modl", "--name", "long", "--epochs", "5", *TINY, *where])
+    lrs = [h["lr"] for h in json.loads((tmp_path / "ckpt" / "long.json").read_text())["history"]]
+    # The cosine goes on falling from where the interrupted run left it and ends at its floor at
+    # the new end, instead of following the 3-epoch schedule and rising again after it.
+    assert len(lrs) == 5 and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-3 * 0.05)
 
 
 def test_initialise_k10_from_k1(dirs):
