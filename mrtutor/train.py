@@ -237,7 +237,9 @@ def train(args: argparse.Namespace) -> Path:
     train_set, val_set, data_hash = make_datasets(args)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
-    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    steps_per_epoch = len(train_set) // args.batch_size  # the loader drops the last, incomplete batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training slices make no full batch of --batch-size {args.batch_size}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=args.epochs * steps_per_epoch,
                                                            eta_min=args.lr * args.final_lr_fraction)
     run_dir = Path(args.run_dir) / args.name

@@ -149,3 +149,13 @@ def test_mol_refuses_bf16(dirs):
     where, _ = dirs
     with pytest.raises(ValueError, match="bf16 does not suit mol_lr"):
         main(["mol_lr", "--name", "x", "--epochs", "1", "--tier", "quick", "--precision", "bf16", "--quiet", *where])
+
+
+def test_schedule_ends_at_its_floor_when_the_last_batch_is_dropped(dirs):
+    where, tmp_path = dirs
+    # 10 slices in batches of 4: two steps per epoch (the loader drops the incomplete third batch)
+    main(["modl", "--name", "odd", "--epochs", "2", "--train-slices", "10", *TINY, *where])
+    lrs = [h["lr"] for h in json.loads((tmp_path / "ckpt" / "odd.json").read_text())["history"]]
+    assert lrs[-1] == pytest.approx(1e-3 * 0.05)
+    with pytest.raises(ValueError, match="make no full batch"):
+        main(["modl", "--name", "tiny_set", "--epochs", "1", "--train-slices", "3", *TINY, *where])
