@@ -56,6 +56,16 @@ class Denoiser(nn.Module):
         return channels_to_complex(self.noise(complex_to_channels(x)).to(x.real.dtype))
 
 
+def register_log_lam(module: nn.Module, lam: float, learn: bool) -> None:
+    """Give ``module`` a regularisation weight lam > 0, stored as ``log_lam`` so that it stays positive
+    while it is trained (a parameter when ``learn``, else a buffer that checkpoints still save)."""
+    log_lam = torch.tensor(float(lam)).log()
+    if learn:
+        module.log_lam = nn.Parameter(log_lam)
+    else:
+        module.register_buffer("log_lam", log_lam)
+
+
 def table_one_count(model: nn.Module) -> int:
     """Parameters as MoDL's Table I counts them: trainable tensors plus BN running statistics."""
     trainable = sum(p.numel() for p in model.parameters())
@@ -104,12 +114,7 @@ class MoDL(nn.Module):
         self.dc = dc
         self.cg_iters = cg_iters
         self.cg_tol = cg_tol
-        # lam is kept positive by storing its logarithm; Table I counts it as one parameter.
-        log_lam = torch.tensor(float(lam)).log()
-        if learn_lam:
-            self.log_lam = nn.Parameter(log_lam)
-        else:
-            self.register_buffer("log_lam", log_lam)
+        register_log_lam(self, lam, learn_lam)  # Table I counts lam as one parameter
 
     @property
     def shared(self) -> bool:

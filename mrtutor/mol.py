@@ -35,6 +35,7 @@ from torch import nn
 from mrtutor.cg import solve_normal
 from mrtutor.deq import DeepEquilibrium, FixedPointInfo
 from mrtutor.fft import channels_to_complex, complex_to_channels
+from mrtutor.modl import register_log_lam
 from mrtutor.sense import Sense
 
 
@@ -419,11 +420,7 @@ class MOL(nn.Module):
         self.lipschitz_target = lipschitz_target
         self.solver = DeepEquilibrium(max_iter, tol, anderson, backward_max_iter, backward_tol, strict=strict)
         self.last_lipschitz: torch.Tensor | None = None
-        log_lam = torch.tensor(float(lam)).log()
-        if learn_lam:
-            self.log_lam = nn.Parameter(log_lam)
-        else:
-            self.register_buffer("log_lam", log_lam)
+        register_log_lam(self, lam, learn_lam)
 
     @property
     def lam(self) -> torch.Tensor:
