@@ -157,8 +157,7 @@ def validate(model: nn.Module, loader: DataLoader, device: torch.device, monitor
         if monitor is not None:
             stats.append(monitor(model))
     scores = torch.cat(scores)
-    return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), "psnr_std": scores.std().item(),
-            **mean_stats(stats)}
+    return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), **mean_stats(stats)}
 
 
 def build_model(recipe: str, args: argparse.Namespace) -> tuple[nn.Module, dict]:
@@ -218,10 +217,6 @@ def make_datasets(args: argparse.Namespace):
 def set_epoch(dataset, epoch: int) -> None:
     """Fresh masks every epoch (the paper draws a new random mask per slice)."""
     (dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset).set_epoch(epoch)
-
-
-def atomic_state_save(state: dict, path: Path) -> None:
-    checkpoints.atomic_torch_save(state, path)
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -298,13 +293,14 @@ def train(args: argparse.Namespace) -> Path:
                  "val_psnr": val["psnr"], "lam": model.lam.item(), "lr": optimiser.param_groups[0]["lr"],
                  "seconds": round(seconds, 1),
                  **{f"train_{k}": v for k, v in mean_stats(stats).items()},
-                 **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr", "psnr_std")}}
+                 **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr")}}
         history.append(entry)
         print(json.dumps(entry), flush=True)
-        atomic_state_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                           "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                           "history": history, "seconds": seconds, "args": vars(args),
-                           "builder_kwargs": builder_kwargs, "commits": commits}, state_path)
+        checkpoints.atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                       "epoch": epoch + 1, "history": history, "seconds": seconds,
+                                       "args": vars(args), "builder_kwargs": builder_kwargs, "commits": commits},
+                                      state_path)
 
     model.eval()
     lam_scores = None

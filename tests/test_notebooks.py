@@ -69,6 +69,12 @@ def _asserts(node: ast.AST) -> bool:
     return False
 
 
+def _python(cell) -> ast.Module:
+    """A code cell's syntax tree; IPython magics and shell escapes are not Python, so they become blank lines."""
+    lines = cell.source.splitlines()
+    return ast.parse("\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines))
+
+
 def checks_that_cannot_fail(nb: nbformat.NotebookNode) -> list[int]:
     """Indices of the ``# NBVAL_CHECK_OUTPUT`` cells that hold no ``assert`` (statement or
     ``assert_*`` call): with nothing stored to compare, such a cell passes whatever it prints."""
@@ -76,10 +82,7 @@ def checks_that_cannot_fail(nb: nbformat.NotebookNode) -> list[int]:
     for index, cell in enumerate(nb.cells):
         if not nbtools.is_check_cell(cell):
             continue
-        # IPython magics and shell escapes are not Python, and cannot assert anything either.
-        lines = cell.source.splitlines()
-        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
-        if not any(_asserts(node) for node in ast.walk(ast.parse(code))):
+        if not any(_asserts(node) for node in ast.walk(_python(cell))):
             weak.append(index)
     return weak
 
@@ -94,9 +97,7 @@ def hidden_figures(nb: nbformat.NotebookNode) -> list[int]:
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        lines = cell.source.splitlines()
-        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
-        body = ast.parse(code).body
+        body = _python(cell).body
         for position, statement in enumerate(body):
             call = statement.value if isinstance(statement, ast.Expr) else None
             func = getattr(call, "func", None)
