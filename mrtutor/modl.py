@@ -33,18 +33,28 @@ class Denoiser(nn.Module):
     Input and output are complex images (B, H, W); the CNN sees them as 2 real channels. With the
     paper's defaults (5 layers, 64 filters) it has 113,928 numbers in Table I's sense: conv weights
     plus BN's beta, gamma, running mean and running variance (the last two are buffers in PyTorch).
+
+    ``output_scale`` is the initial gamma of the last batch norm. In training mode that batch norm
+    gives N_w's output a per-channel rms of about gamma whatever the input, so gamma must start near
+    the rms of what N_w should remove: about 0.03-0.1 on this book's max-1 images. PyTorch's default
+    of 1 is 10-30 times too large; the CNN then learns to park the surplus in the sampled part of
+    k-space, where the data-consistency step removes all but a fraction lam / (1 + lam) of it, and
+    that leak caps the reconstruction near CG-SENSE's quality (chapter 2 measures this).
     """
 
-    def __init__(self, layers: int = 5, features: int = 64):
+    def __init__(self, layers: int = 5, features: int = 64, output_scale: float = 0.1):
         super().__init__()
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be > 0, got {output_scale}")
         widths = [2] + [features] * (layers - 1) + [2]
         blocks: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
             if i < layers - 1:
                 blocks.append(nn.ReLU(inplace=True))
+        nn.init.constant_(blocks[-1].weight, output_scale)
         self.noise = nn.Sequential(*blocks)  # N_w: the alias and noise estimate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,23 +167,27 @@ class MoDL(nn.Module):
         return (x, steps) if return_steps else x
 
 
-def modl(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10) -> MoDL:
+def modl(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
+         output_scale: float = 0.1) -> MoDL:
     """MoDL (CG-ET-WS): one shared denoiser, CG data consistency, end-to-end training."""
-    return MoDL(iterations, Denoiser(layers, features), dc="cg", lam=lam, cg_iters=cg_iters)
+    return MoDL(iterations, Denoiser(layers, features, output_scale), dc="cg", lam=lam, cg_iters=cg_iters)
 
 
-def cg_et_ns(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10) -> MoDL:
+def cg_et_ns(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
+             output_scale: float = 0.1) -> MoDL:
     """CG-ET-NS: a different denoiser at every iteration (no weight sharing)."""
-    return MoDL(iterations, [Denoiser(layers, features) for _ in range(iterations)], dc="cg", lam=lam, cg_iters=cg_iters)
+    return MoDL(iterations, [Denoiser(layers, features, output_scale) for _ in range(iterations)], dc="cg", lam=lam,
+                cg_iters=cg_iters)
 
 
-def sd_et_ws(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05) -> MoDL:
+def sd_et_ws(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05,
+             output_scale: float = 0.1) -> MoDL:
     """SD-ET-WS: shared denoiser, one steepest-descent step for data consistency."""
-    return MoDL(iterations, Denoiser(layers, features), dc="sd", lam=lam)
+    return MoDL(iterations, Denoiser(layers, features, output_scale), dc="sd", lam=lam)
 
 
 def cg_pd_ns(layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
-             noise_levels: tuple[float, ...] = PD_NOISE_LEVELS) -> MoDL:
+             noise_levels: tuple[float, ...] = PD_NOISE_LEVELS, output_scale: float = 0.1) -> MoDL:
     """CG-PD-NS: one denoiser per noise level, highest first, with a fixed (hand-tuned) lam.
 
     The denoisers are trained on Gaussian noise alone (``python -m mrtutor.train cg_pd_ns``), not
@@ -181,7 +195,7 @@ def cg_pd_ns(layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: i
     """
     if not noise_levels or any(not s > 0 for s in noise_levels):
         raise ValueError(f"noise_levels must be a non-empty list of positive sigmas, got {noise_levels}")
-    model = MoDL(len(noise_levels), [Denoiser(layers, features) for _ in noise_levels], dc="cg", lam=lam,
+    model = MoDL(len(noise_levels), [Denoiser(layers, features, output_scale) for _ in noise_levels], dc="cg", lam=lam,
                  learn_lam=False, cg_iters=cg_iters)
     model.noise_levels = tuple(float(s) for s in noise_levels)
     return model

@@ -86,7 +86,7 @@ def mol_monitor(model: nn.Module) -> dict[str, float]:
     return stats
 
 
-MODL_OPTIONS = ("layers", "features", "lam", "iterations", "cg_iters")
+MODL_OPTIONS = ("layers", "features", "lam", "iterations", "cg_iters", "output_scale")
 MOL_OPTIONS = ("layers", "features", "lam", "cg_iters", "m", "max_iter", "tol", "anderson", "backward_max_iter")
 
 
@@ -108,9 +108,9 @@ RECIPES: dict[str, Recipe] = {
     "modl": Recipe("mrtutor.modl.modl", "MoDL (CG-ET-WS): shared denoiser, CG data consistency"),
     "cg_et_ns": Recipe("mrtutor.modl.cg_et_ns", "CG-ET-NS: one denoiser per iteration"),
     "sd_et_ws": Recipe("mrtutor.modl.sd_et_ws", "SD-ET-WS: shared denoiser, steepest-descent DC",
-                       options=("layers", "features", "lam", "iterations")),
+                       options=("layers", "features", "lam", "iterations", "output_scale")),
     "cg_pd_ns": Recipe("mrtutor.modl.cg_pd_ns", "CG-PD-NS: ten Gaussian denoisers, hand-tuned lam",
-                       loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters")),
+                       loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters", "output_scale")),
     **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, options=MOL_OPTIONS + extra,
                              defaults={}, monitor=mol_monitor, bf16=False)
        for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)", ("lipschitz_weight", "lipschitz_target")),
@@ -342,6 +342,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lam", type=float, default=None,
                         help="initial lambda (default: MoDL 0.05; MOL's builder default, its lam being 1 / MoDL's)")
     parser.add_argument("--cg-iters", type=int, default=10)
+    parser.add_argument("--output-scale", type=float, default=None,
+                        help="MoDL: initial gamma of the denoiser's last batch norm (default 0.1; PyTorch's is 1)")
     parser.add_argument("--m", type=float, default=None, help="MOL: monotonicity m of I - H (Lip(H) < 1 - m)")
     parser.add_argument("--max-iter", type=int, default=None, help="MOL: cap of the fixed-point iterations")
     parser.add_argument("--tol", type=float, default=None, help="MOL: relative tolerance of the fixed point")

@@ -45,6 +45,23 @@ def test_denoiser_is_residual():
     assert torch.allclose(d(x), x + d.estimate_noise(x))
 
 
+@pytest.mark.parametrize("scale", [0.03, 0.1, 1.0])
+def test_output_scale_sets_the_training_mode_rms_of_the_noise_estimate(scale):
+    # The last batch norm normalises N_w's output per channel over the batch, so in training mode
+    # its rms is gamma = output_scale whatever the input's size (beta starts at 0).
+    torch.manual_seed(0)
+    d = Denoiser(layers=3, features=8, output_scale=scale).train()
+    for size in (0.01, 1.0, 100.0):
+        x = size * torch.randn(4, 16, 16, dtype=torch.complex64)
+        rms = d.estimate_noise(x).abs().pow(2).mean().sqrt().item()
+        assert rms == pytest.approx(scale * 2**0.5, rel=1e-2)  # two channels, each of rms gamma
+
+
+def test_output_scale_must_be_positive():
+    with pytest.raises(ValueError, match="output_scale"):
+        Denoiser(output_scale=0.0)
+
+
 def test_return_steps_follow_the_iteration():
     model = modl(2, features=8).eval()
     kspace, maps, mask, _ = problem()
