@@ -198,26 +198,45 @@ def initialise_from(model: nn.Module, name: str, directory: str | None = None) -
         target.load_state_dict(source.denoisers[0].state_dict())
 
 
+# The MoDL dataset.hdf5 has training and test slices only: the last tenth of its training slices
+# validates (monitoring, and the lam search of CG-PD-NS), so the test slices stay unseen.
+MODL_VALIDATION_FRACTION = 0.1
+
+
 def make_datasets(args: argparse.Namespace):
+    """Training and validation sets, and the sha256 of the data they come from."""
     from mrtutor import data
 
-    common = dict(tier=args.tier, mask_fn=args.mask, acceleration=args.acceleration)
-    if args.train_subject:
-        sets = data.subject_split(args.train_subject, mask_seed=args.seed, **common)
-        train_set, val_set = sets["train"], sets["val"]
+    masks = dict(mask_fn=args.mask, acceleration=args.acceleration)
+    if args.modl_data:
+        train_set = data.ModlDataset(args.modl_data, "train", mask_seed=args.seed, **masks)
+        val_set = data.ModlDataset(args.modl_data, "train", mask_seed=10_000 + args.seed, **masks)
+        n_val = max(1, round(MODL_VALIDATION_FRACTION * len(train_set)))
+        if n_val >= len(train_set):
+            raise ValueError(f"{args.modl_data} has {len(train_set)} training slices; at least 2 are needed")
+        train_set = torch.utils.data.Subset(train_set, range(len(train_set) - n_val))
+        val_set = torch.utils.data.Subset(val_set, range(len(val_set) - n_val, len(val_set)))
+        data_hash = data.file_digest(args.modl_data)
     else:
-        train_set = data.demo_dataset("train", mask_seed=args.seed, **common)
-        val_set = data.demo_dataset("val", mask_seed=10_000 + args.seed, **common)
+        if args.train_subject:
+            sets = data.subject_split(args.train_subject, tier=args.tier, mask_seed=args.seed, **masks)
+            train_set, val_set = sets["train"], sets["val"]
+        else:
+            train_set = data.demo_dataset("train", tier=args.tier, mask_seed=args.seed, **masks)
+            val_set = data.demo_dataset("val", tier=args.tier, mask_seed=10_000 + args.seed, **masks)
+        data_hash = data.demo_manifest(args.tier)["sha256"]
     if args.train_slices:
         if args.train_slices > len(train_set):
             raise ValueError(f"--train-slices {args.train_slices} is more than the {len(train_set)} training slices")
         train_set = torch.utils.data.Subset(train_set, range(args.train_slices))
-    return train_set, val_set, data.demo_manifest(args.tier)["sha256"]
+    return train_set, val_set, data_hash
 
 
 def set_epoch(dataset, epoch: int) -> None:
     """Fresh masks every epoch (the paper draws a new random mask per slice)."""
-    (dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset).set_epoch(epoch)
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    dataset.set_epoch(epoch)
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -361,6 +380,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--init", default=None, help="checkpoint to start from (e.g. modl_k1)")
     parser.add_argument("--train-slices", type=int, default=None, help="use only the first N training slices")
     parser.add_argument("--train-subject", default=None, help="train on one brain only (subject split)")
+    parser.add_argument("--modl-data", default=None, metavar="PATH",
+                        help="train on the MoDL dataset.hdf5 (paper tier) instead of the demo data; the last tenth "
+                             "of its training slices validates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",

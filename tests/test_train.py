@@ -159,3 +159,52 @@ def test_schedule_ends_at_its_floor_when_the_last_batch_is_dropped(dirs):
     assert lrs[-1] == pytest.approx(1e-3 * 0.05)
     with pytest.raises(ValueError, match="make no full batch"):
         main(["modl", "--name", "tiny_set", "--epochs", "1", "--train-slices", "3", *TINY, *where])
+
+
+def _write_modl_layout(path, n_train=6, n_test=2, h=16, w=12, coils=2):
+    """A tiny file in the layout of the MoDL dataset.hdf5 (trn/tst Org, Csm, Mask)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for prefix, n in (("trn", n_train), ("tst", n_test)):
+            images = rng.standard_normal((n, h, w)) + 1j * rng.standard_normal((n, h, w))
+            maps = rng.standard_normal((n, coils, h, w)) + 1j * rng.standard_normal((n, coils, h, w))
+            maps /= np.sqrt((np.abs(maps) ** 2).sum(1, keepdims=True))
+            f.create_dataset(prefix + "Org", data=images.astype(np.complex64))
+            f.create_dataset(prefix + "Csm", data=maps.astype(np.complex64))
+            f.create_dataset(prefix + "Mask", data=(rng.random((n, h, w)) < 0.3).astype(np.int8))
+
+
+def test_paper_tier_trains_and_evaluates_on_the_modl_data_layout(dirs, capsys):
+    from mrtutor import data, evaluate
+
+    where, tmp_path = dirs
+    path = tmp_path / "dataset.hdf5"
+    _write_modl_layout(path)
+    main(["modl", "--name", "paper", "--modl-data", str(path), "--acceleration", "4", "--epochs", "1",
+          "--batch-size", "2", *TINY, *where])
+    record = json.loads((tmp_path / "ckpt" / "paper.json").read_text())
+    assert record["dataset_sha256"] == data.file_digest(path)
+    assert record["config"]["modl_data"] == str(path)
+    # Five training slices make two batches of 2; the sixth validates.
+    assert len(record["history"]) == 1
+    stats = evaluate.main(["--modl-data", str(path), "--checkpoints", "paper", "--checkpoint-dir", str(tmp_path / "ckpt"),
+                           "--accelerations", "4", "6", "--output", str(tmp_path / "table.json")])
+    assert set(stats) == {"4x", "6x"}
+    assert set(stats["4x"]["psnr"]) == {"zero-filled", "CG-SENSE", "TV", "paper"}
+    assert json.loads((tmp_path / "table.json").read_text()) == stats
+    assert "paper" in capsys.readouterr().out
+
+
+def test_modl_data_split_keeps_the_last_tenth_for_validation(tmp_path):
+    path = tmp_path / "dataset.hdf5"
+    _write_modl_layout(path, n_train=20)
+    args = train_module.parse_args(["modl", "--name", "x", "--modl-data", str(path), "--acceleration", "4"])
+    train_set, val_set, digest = train_module.make_datasets(args)
+    assert list(train_set.indices) == list(range(18)) and list(val_set.indices) == [18, 19]
+    # Validation masks are drawn with their own seed, and do not change when training moves on an epoch.
+    before = val_set[0]["mask"].clone()
+    train_module.set_epoch(train_set, 3)
+    assert torch.equal(val_set[0]["mask"], before)
