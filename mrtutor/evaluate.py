@@ -147,16 +147,21 @@ def format_table(columns: Mapping[str, Mapping[str, Mapping]], metrics_shown=("p
     return "\n".join(lines)
 
 
+def baseline_methods(weights: Mapping[str, float], cg_iters: int = 30, tv_iters: int = 100) -> dict[str, Method]:
+    """The classical reference methods of the tables: zero-filled, CG-SENSE and TV, with the weights
+    ``weights["cg_sense"]`` and ``weights["tv"]`` (a tier's ``baseline_lambda``)."""
+    return {
+        "zero-filled": lambda k, s, m: Sense(s, m).adjoint(k),
+        "CG-SENSE": lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=weights["cg_sense"], max_iter=cg_iters),
+        "TV": lambda k, s, m: recon.tv(Sense(s, m), k, lam=weights["tv"], n_iter=tv_iters),
+    }
+
+
 def paper_table(modl_data: str, names: list[str], accelerations=(6.0, 10.0), slices: int | None = None,
                 checkpoint_dir: str | None = None, device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """MoDL's Table III protocol on the test slices of ``dataset.hdf5``: zero-filled, CG-SENSE, TV and
     the checkpoints ``names`` at each acceleration. Returns {"6x": score results, ...}."""
-    weights = config.settings("paper")["baseline_lambda"]
-    methods: dict[str, Method] = {
-        "zero-filled": lambda k, s, m: Sense(s, m).adjoint(k),
-        "CG-SENSE": lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=weights["cg_sense"], max_iter=30),
-        "TV": lambda k, s, m: recon.tv(Sense(s, m), k, lam=weights["tv"], n_iter=100),
-    }
+    methods = baseline_methods(config.settings("paper")["baseline_lambda"])
     for name in names:
         methods[name] = checkpoints.load(name, directory=checkpoint_dir, device=device)
     columns = {}

@@ -26,6 +26,9 @@ from mrtutor.sense import Sense
 # highest at the first iteration to the lowest at the last.
 PD_NOISE_LEVELS = (0.25, 0.20, 0.17, 0.15, 0.13, 0.10, 0.08, 0.06, 0.04, 0.02)
 
+# The initial gamma of the denoiser's last batch norm (see ``Denoiser``).
+OUTPUT_SCALE = 0.1
+
 
 class Denoiser(nn.Module):
     """D_w(x) = x + N_w(x): ``layers`` of 3x3 conv (no bias) + batch norm + ReLU, no ReLU at the end.
@@ -42,7 +45,7 @@ class Denoiser(nn.Module):
     that leak caps the reconstruction near CG-SENSE's quality (chapter 2 measures this).
     """
 
-    def __init__(self, layers: int = 5, features: int = 64, output_scale: float = 0.1):
+    def __init__(self, layers: int = 5, features: int = 64, output_scale: float = OUTPUT_SCALE):
         super().__init__()
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
@@ -168,26 +171,26 @@ class MoDL(nn.Module):
 
 
 def modl(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
-         output_scale: float = 0.1) -> MoDL:
+         output_scale: float = OUTPUT_SCALE) -> MoDL:
     """MoDL (CG-ET-WS): one shared denoiser, CG data consistency, end-to-end training."""
     return MoDL(iterations, Denoiser(layers, features, output_scale), dc="cg", lam=lam, cg_iters=cg_iters)
 
 
 def cg_et_ns(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
-             output_scale: float = 0.1) -> MoDL:
+             output_scale: float = OUTPUT_SCALE) -> MoDL:
     """CG-ET-NS: a different denoiser at every iteration (no weight sharing)."""
     return MoDL(iterations, [Denoiser(layers, features, output_scale) for _ in range(iterations)], dc="cg", lam=lam,
                 cg_iters=cg_iters)
 
 
 def sd_et_ws(iterations: int = 10, layers: int = 5, features: int = 64, lam: float = 0.05,
-             output_scale: float = 0.1) -> MoDL:
+             output_scale: float = OUTPUT_SCALE) -> MoDL:
     """SD-ET-WS: shared denoiser, one steepest-descent step for data consistency."""
     return MoDL(iterations, Denoiser(layers, features, output_scale), dc="sd", lam=lam)
 
 
 def cg_pd_ns(layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: int = 10,
-             noise_levels: tuple[float, ...] = PD_NOISE_LEVELS, output_scale: float = 0.1) -> MoDL:
+             noise_levels: tuple[float, ...] = PD_NOISE_LEVELS, output_scale: float = OUTPUT_SCALE) -> MoDL:
     """CG-PD-NS: one denoiser per noise level, highest first, with a fixed (hand-tuned) lam.
 
     The denoisers are trained on Gaussian noise alone (``python -m mrtutor.train cg_pd_ns``), not
