@@ -1,4 +1,4 @@
-"""Image quality metrics on magnitude images, scored image by image: PSNR, SSIM, NMSE.
+"""Image quality metrics on magnitude images, scored image by image: PSNR, SSIM (and its local map), NMSE.
 
 Conventions (DESIGN.md, as fastMRI): complex inputs are compared by magnitude; each image of a
 batch (B, H, W) gets its own score, so every function returns a (B,) tensor (a 0-d tensor for a
@@ -78,7 +78,7 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, data_range=None) -> torch.Tensor:
     return _finish(10 * torch.log10(peak**2 / mse), single)
 
 
-def ssim(
+def ssim_map(
     x: torch.Tensor,
     ref: torch.Tensor,
     data_range=None,
@@ -86,12 +86,11 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) with a uniform window, per image.
+    """Local SSIM (Wang et al. 2004) at every position where a uniform window lies wholly inside the image.
 
     Local means, variances (sample covariance, ``N / (N - 1)``) and covariance come from a
-    ``win_size`` box filter; SSIM is averaged over the positions where the window lies wholly inside
-    the image. That is skimage's default: it filters the whole image, then drops a border of
-    ``(win_size - 1) // 2`` before averaging, which leaves exactly these "valid" positions.
+    ``win_size`` box filter. ``ssim`` is the mean of this map; the map itself shows where two images
+    differ in structure (say, inside the head or in the air around it).
 
     Args:
         x: reconstruction (B, H, W) or (H, W), real or complex (magnitude is used).
@@ -100,7 +99,8 @@ def ssim(
         win_size: odd window side.
         k1, k2: the stabilising constants, C1 = (k1 R)^2, C2 = (k2 R)^2.
     Returns:
-        (B,) float64 tensor in [-1, 1] (0-d for a single image).
+        (B, H - win_size + 1, W - win_size + 1) float64 tensor in [-1, 1] (without B for a single
+        image); entry (i, j) belongs to the window centred on pixel (i + r, j + r), r = (win_size - 1) // 2.
     """
     x, ref, single = _prepare(x, ref)
     if not isinstance(win_size, int) or win_size < 3 or win_size % 2 == 0:
@@ -109,7 +109,7 @@ def ssim(
         raise ValueError(f"images of shape {tuple(x.shape[-2:])} are smaller than the {win_size}x{win_size} SSIM window")
     if k1 < 0 or k2 < 0:
         raise ValueError(f"k1 and k2 must be >= 0, got k1={k1}, k2={k2}")
-    peak = _data_range(data_range, ref)[:, None, None, None]
+    peak = _data_range(data_range, ref)[:, None, None]
     c1, c2 = (k1 * peak) ** 2, (k2 * peak) ** 2
 
     # One box filter over the five local moments at once: (B, 5, H', W').
@@ -119,9 +119,30 @@ def ssim(
     var_x = cov_norm * (xx - mu_x**2)
     var_r = cov_norm * (rr - mu_r**2)
     cov = cov_norm * (xr - mu_x * mu_r)
-    c1, c2 = c1[:, 0], c2[:, 0]
-    ssim_map = ((2 * mu_x * mu_r + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_r**2 + c1) * (var_x + var_r + c2))
-    return _finish(ssim_map.flatten(1).mean(dim=1), single)
+    ssim_local = ((2 * mu_x * mu_r + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_r**2 + c1) * (var_x + var_r + c2))
+    return _finish(ssim_local, single)
+
+
+def ssim(
+    x: torch.Tensor,
+    ref: torch.Tensor,
+    data_range=None,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) with a uniform window, per image: the mean of ``ssim_map``.
+
+    Averaging over the positions where the window lies wholly inside the image is skimage's default:
+    it filters the whole image, then drops a border of ``(win_size - 1) // 2`` before averaging.
+
+    Args:
+        the same as ``ssim_map``.
+    Returns:
+        (B,) float64 tensor in [-1, 1] (0-d for a single image).
+    """
+    local = ssim_map(x, ref, data_range, win_size, k1, k2)
+    return local.flatten(-2).mean(dim=-1)
 
 
 def nmse(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrtutor.metrics import nmse, nmse_db, psnr, ssim
+from mrtutor.metrics import nmse, nmse_db, psnr, ssim, ssim_map
 
 SHAPES = [(7, 7), (13, 20), (33, 31), (64, 64)]
 
@@ -31,6 +31,17 @@ def test_psnr_and_ssim_agree_with_skimage(shape, kind):
     assert got_psnr.shape == () and got_ssim.shape == ()
     assert abs(got_psnr.item() - expected_psnr) < 1e-8
     assert abs(got_ssim.item() - expected_ssim) < 1e-8
+
+
+@pytest.mark.parametrize("shape", [(13, 20), (33, 31)])
+def test_ssim_map_is_skimage_full_map_inside_the_border(shape):
+    x, ref = image_pair(shape, "smooth", seed=1)
+    _, expected = structural_similarity(ref, x, win_size=7, data_range=ref.max(), full=True)
+    got = ssim_map(torch.from_numpy(x), torch.from_numpy(ref))
+    assert got.shape == (shape[0] - 6, shape[1] - 6)
+    np.testing.assert_allclose(got.numpy(), expected[3:-3, 3:-3], atol=1e-10)
+    batch = ssim_map(torch.from_numpy(np.stack([x, ref])), torch.from_numpy(np.stack([ref, ref])))
+    assert batch.shape == (2, shape[0] - 6, shape[1] - 6) and torch.allclose(batch[1], torch.ones_like(batch[1]))
 
 
 def test_float32_complex_input_agrees_with_skimage_on_magnitudes():
