@@ -67,6 +67,22 @@ def contraction_factor(alpha: float, m: float) -> float:
     return math.sqrt(max(0.0, 1 - 2 * alpha * m + alpha**2 * (2 - m) ** 2))
 
 
+def residual_contraction(alpha: float, lip: float) -> float:
+    """(1 - alpha) + alpha lip: a bound on the Lipschitz constant of eq. 5's map for F = I - H, 0 < alpha <= 1.
+
+    Eq. 5's map is x -> Q^-1 ((1 - alpha) x + alpha H(x) + alpha lam A^H b), and Q = I + alpha lam A^H A
+    has all eigenvalues >= 1, so Q^-1 is non-expansive and the map's constant is at most that of
+    (1 - alpha) I + alpha H. Below 1 whenever Lip(H) = ``lip`` < 1, for every alpha in (0, 1]. Prop. 2.3
+    uses only that F is m-monotone and (2 - m)-Lipschitz, which a residual F = I - H is, but it ignores
+    the structure; this bound uses it, and it allows alpha = 1 (MoDL's iteration) for any m > 0.
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1] for this bound, got {alpha}")
+    if not lip >= 0:
+        raise ValueError(f"lip (a Lipschitz constant) must be >= 0, got {lip}")
+    return (1 - alpha) + alpha * lip
+
+
 def robustness_bound(alpha: float, m: float, lam: float) -> float:
     """The constant of eq. 6: ||x*(a) - x*(b)|| <= C ||a - b||, C = alpha lam / (1 - contraction).
 
@@ -89,6 +105,8 @@ class AlphaCondition:
         robustness: eq. 6's constant (None without lam; inf when contraction >= 1).
         lip: a measured Lipschitz constant of H, or None.
         lip_ok: lip < 1 - m (Prop. 2.2), or None without lip.
+        residual_contraction: (1 - alpha) + alpha lip (``residual_contraction``), or None without lip
+            or for alpha > 1.
     """
 
     alpha: float
@@ -100,6 +118,7 @@ class AlphaCondition:
     robustness: float | None
     lip: float | None = None
     lip_ok: bool | None = None
+    residual_contraction: float | None = None
 
     @property
     def guaranteed(self) -> bool:
@@ -115,6 +134,9 @@ class AlphaCondition:
         if self.lip is not None:
             lines.append(f"Lip(H) = {self.lip:.4g} vs 1 - m = {1 - self.m:.4g} (Prop. 2.2) -> "
                          f"{'ok' if self.lip_ok else 'VIOLATED'}")
+        if self.residual_contraction is not None:
+            lines.append(f"for F = I - H: eq. 5's map contracts by (1 - alpha) + alpha Lip(H) = "
+                         f"{self.residual_contraction:.4g} per iteration")
         return "\n".join(lines)
 
 
@@ -128,7 +150,8 @@ def alpha_condition(alpha: float, m: float, lam: float | None = None, lip: float
         alpha=float(alpha), m=float(m), lam=None if lam is None else float(lam), bound=bound,
         alpha_ok=alpha <= bound, contraction=rho,
         robustness=None if lam is None else robustness_bound(alpha, m, lam),
-        lip=None if lip is None else float(lip), lip_ok=None if lip is None else lip < 1 - m)
+        lip=None if lip is None else float(lip), lip_ok=None if lip is None else lip < 1 - m,
+        residual_contraction=None if lip is None or alpha > 1 else residual_contraction(alpha, lip))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,22 +407,31 @@ class MOL(nn.Module):
         net: H (default ``MOLNet()``: 5 layers, 64 features, plain CNN).
         m: monotonicity of F = I - H asked for; Lip(H) must stay below 1 - m (Prop. 2.2). Not given
             in the paper; 0.1 matches the Lipschitz constant of about 0.9 it reports for MOL-LR.
-        alpha: the step; default 2m / (2 - m)^2, the paper's choice (Sec. 3).
+        alpha: the step; default 2m / (2 - m)^2, the paper's choice (Sec. 3). The fixed point does not
+            depend on it, only the speed of the iteration does (``residual_contraction``). Fixed at
+            construction, since the solver's tolerances are scaled by it.
         lam: data-consistency weight lam of eqs. 1-2, kept positive by storing its logarithm. It is
             1 / lam of MoDL's parametrisation: with alpha = 1 and H = D, eq. 5 is MoDL's iteration.
         learn_lam: train lam with the network.
-        max_iter, tol, anderson: forward fixed-point settings (``mrtutor.deq.fixed_point``).
-        backward_max_iter, backward_tol: adjoint settings (default: the forward's).
+        max_iter, anderson: forward fixed-point settings (``mrtutor.deq.fixed_point``).
+        tol: relative tolerance on the residual of eq. 2 as the iteration sees it, ||Q^-1 G(x)|| / ||x||
+            with G(x) = lam A^H (A x - b) + F(x). One step of eq. 5 moves x by alpha Q^-1 G(x), so the
+            solver stops when ||x_{k+1} - x_k|| / ||x_{k+1}|| <= alpha tol: the same accuracy whatever
+            alpha is. (A tolerance on the step alone would stop 1 / alpha times further from the fixed
+            point: 18 times at the paper's alpha for m = 0.1.)
+        backward_max_iter, backward_tol: adjoint settings (default: the forward's; the tolerance is
+            scaled by alpha in the same way, since the adjoint's steps also carry the factor alpha).
         strict: raise ``DEQConvergenceError`` instead of warning when an iteration stops short.
         cg_iters, cg_tol: CG settings of Q^-1 (forward and backward).
         lipschitz_weight, lipschitz_target: the penalty of ``lipschitz_loss`` (weight 0: none).
+        lipschitz_steps: gradient-ascent steps of each Lipschitz estimate (eq. 7's "few").
     """
 
     def __init__(self, net: nn.Module | None = None, m: float = 0.1, alpha: float | None = None, lam: float = 20.0,
                  learn_lam: bool = True, max_iter: int = 100, tol: float = 1e-4, anderson: int = 0,
                  backward_max_iter: int | None = None, backward_tol: float | None = None, strict: bool = False,
                  cg_iters: int = 10, cg_tol: float = 1e-6, lipschitz_weight: float = 0.0,
-                 lipschitz_target: float | None = None):
+                 lipschitz_target: float | None = None, lipschitz_steps: int = 10):
         super().__init__()
         _check_m(m)
         alpha = alpha_bound(m) if alpha is None else alpha
@@ -411,20 +443,33 @@ class MOL(nn.Module):
             raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
         if not lipschitz_weight >= 0:
             raise ValueError(f"lipschitz_weight must be >= 0, got {lipschitz_weight}")
+        if lipschitz_steps < 0:
+            raise ValueError(f"lipschitz_steps must be >= 0, got {lipschitz_steps}")
         self.net = MOLNet() if net is None else net
         self.m = float(m)
-        self.alpha = float(alpha)
+        self._alpha = float(alpha)
         self.cg_iters = cg_iters
         self.cg_tol = cg_tol
         self.lipschitz_weight = float(lipschitz_weight)
         self.lipschitz_target = lipschitz_target
-        self.solver = DeepEquilibrium(max_iter, tol, anderson, backward_max_iter, backward_tol, strict=strict)
+        self.lipschitz_steps = lipschitz_steps
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0, got {tol}")
+        self.tol = float(tol)
+        backward_tol = self.tol if backward_tol is None else backward_tol
+        self.solver = DeepEquilibrium(max_iter, alpha * self.tol, anderson, backward_max_iter, alpha * backward_tol,
+                                      strict=strict)
         self.last_lipschitz: torch.Tensor | None = None
         register_log_lam(self, lam, learn_lam)
 
     @property
     def lam(self) -> torch.Tensor:
         return self.log_lam.exp()
+
+    @property
+    def alpha(self) -> float:
+        """The step of eq. 5 (read-only: the solver's tolerances were scaled by it)."""
+        return self._alpha
 
     @property
     def variant(self) -> str:
@@ -465,28 +510,31 @@ class MOL(nn.Module):
             self.net.power_step()  # the spectral norms follow the weights (once per forward: f stays fixed)
         return self.solver(lambda x: self.step(x, op, atb), atb)
 
-    def lipschitz_loss(self, x_star: torch.Tensor, n_steps: int = 10, eps: float = 1e-2) -> torch.Tensor:
+    def lipschitz_loss(self, x_star: torch.Tensor, n_steps: int | None = None, eps: float = 1e-2) -> torch.Tensor:
         """The Lipschitz term of eq. 8 for the training loss: add it to the MSE.
 
         Estimates the local Lipschitz constant of H at the (detached) fixed point ``x_star`` by
         ``lipschitz_estimate`` and returns ``lipschitz_penalty`` with this model's weight and target
         (zero for MOL and MOL-SN, whose estimate is still recorded for monitoring, as Fig. 2a does).
-        The estimates are kept in ``last_lipschitz`` (B,).
+        The estimates are kept in ``last_lipschitz`` (B,). ``n_steps`` defaults to ``lipschitz_steps``.
         """
+        n_steps = self.lipschitz_steps if n_steps is None else n_steps
         lip = lipschitz_estimate(self.net, x_star, n_steps=n_steps, eps=eps)
         self.last_lipschitz = lip.detach()
         return lipschitz_penalty(lip, self.lipschitz_weight, self.lipschitz_target)
 
 
-def mol_unconstrained(layers: int = 5, features: int = 64, m: float = 0.1, **kwargs) -> MOL:
-    """MOL with an unconstrained H (the paper's "MOL" curve, which diverges during training)."""
-    return MOL(MOLNet(layers, features), m=m, **kwargs)
+def mol_unconstrained(layers: int = 5, features: int = 64, m: float = 0.1, residual: bool = False, **kwargs) -> MOL:
+    """MOL with an unconstrained H (the paper's "MOL" curve, which diverges during training).
+    ``residual``: H(x) = x + CNN(x), as a MoDL denoiser (needed to warm-start from one)."""
+    return MOL(MOLNet(layers, features, residual=residual), m=m, **kwargs)
 
 
 def mol_lr(layers: int = 5, features: int = 64, m: float = 0.1, lipschitz_weight: float = 1.0,
-           lipschitz_target: float | None = None, **kwargs) -> MOL:
-    """MOL-LR: unconstrained H plus the local Lipschitz penalty of eqs. 7-8 (weight 1 as in eq. 8)."""
-    return MOL(MOLNet(layers, features), m=m, lipschitz_weight=lipschitz_weight,
+           lipschitz_target: float | None = None, residual: bool = False, **kwargs) -> MOL:
+    """MOL-LR: unconstrained H plus the local Lipschitz penalty of eqs. 7-8 (weight 1 as in eq. 8).
+    ``residual``: H(x) = x + CNN(x), as a MoDL denoiser (needed to warm-start from one)."""
+    return MOL(MOLNet(layers, features, residual=residual), m=m, lipschitz_weight=lipschitz_weight,
                lipschitz_target=lipschitz_target, **kwargs)
 
 

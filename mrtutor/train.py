@@ -87,7 +87,7 @@ def mol_monitor(model: nn.Module) -> dict[str, float]:
 
 
 MODL_OPTIONS = ("layers", "features", "lam", "iterations", "cg_iters", "output_scale")
-MOL_OPTIONS = ("layers", "features", "lam", "cg_iters", "m", "max_iter", "tol", "anderson", "backward_max_iter")
+MOL_OPTIONS = ("layers", "features", "lam", "cg_iters", "m", "alpha", "max_iter", "tol", "anderson", "backward_max_iter")
 
 
 @dataclass
@@ -113,9 +113,11 @@ RECIPES: dict[str, Recipe] = {
                        loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters", "output_scale")),
     **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, options=MOL_OPTIONS + extra,
                              defaults={}, monitor=mol_monitor, bf16=False)
-       for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)", ("lipschitz_weight", "lipschitz_target")),
-                                ("sn", "MOL-SN: spectrally normalised H", ()),
-                                ("unconstrained", "MOL with an unconstrained H (diverges in the paper)", ()))},
+       for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)",
+                                 ("lipschitz_weight", "lipschitz_target", "lipschitz_steps", "residual")),
+                                ("sn", "MOL-SN: spectrally normalised H", ("lipschitz_steps",)),
+                                ("unconstrained", "MOL with an unconstrained H (diverges in the paper)",
+                                 ("lipschitz_steps", "residual")))},
 }
 
 # The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
@@ -186,16 +188,25 @@ def tune_lam(model: nn.Module, loader: DataLoader, device: torch.device) -> dict
 
 
 def initialise_from(model: nn.Module, name: str, directory: str | None = None) -> None:
-    """Start from checkpoint ``name`` (MoDL's two-step schedule: K=1 weights initialise K=10).
+    """Start from MoDL checkpoint ``name``: MoDL's two-step schedule (K=1 weights initialise K=10), or
+    a warm start of MOL.
 
-    A shared denoiser is copied into every denoiser of an unshared model; lam is copied too.
+    A shared denoiser is copied into every denoiser of an unshared model, and lam is copied. A MOL
+    with a residual H gets the denoiser with its batch norms folded (``MOLNet.load_denoiser``) and lam
+    = 1 / MoDL's lam (MOL weighs the data term, MoDL the prior), so at alpha = 1 its iteration is MoDL's.
     """
-    if not hasattr(model, "denoisers"):
-        raise ValueError(f"--init copies MoDL denoisers; {type(model).__name__} has none")
     source = checkpoints.load(name, directory=directory)
-    model.log_lam.data.copy_(source.log_lam.data)
-    for target in model.denoisers:
-        target.load_state_dict(source.denoisers[0].state_dict())
+    if not hasattr(source, "denoisers"):
+        raise ValueError(f"--init {name}: expected a MoDL checkpoint, got a {type(source).__name__}")
+    if hasattr(model, "denoisers"):
+        model.log_lam.data.copy_(source.log_lam.data)
+        for target in model.denoisers:
+            target.load_state_dict(source.denoisers[0].state_dict())
+    elif hasattr(getattr(model, "net", None), "load_denoiser"):
+        model.net.load_denoiser(source.denoisers[0])
+        model.log_lam.data.copy_(-source.log_lam.data)
+    else:
+        raise ValueError(f"--init copies a MoDL denoiser; {type(model).__name__} has no place for one")
 
 
 # The MoDL dataset.hdf5 has training and test slices only: the last tenth of its training slices
@@ -365,13 +376,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output-scale", type=float, default=None,
                         help="MoDL: initial gamma of the denoiser's last batch norm (default 0.1; PyTorch's is 1)")
     parser.add_argument("--m", type=float, default=None, help="MOL: monotonicity m of I - H (Lip(H) < 1 - m)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="MOL: step of eq. 5 (default 2m / (2 - m)^2, Prop. 2.3); the fixed point does not depend on it")
     parser.add_argument("--max-iter", type=int, default=None, help="MOL: cap of the fixed-point iterations")
-    parser.add_argument("--tol", type=float, default=None, help="MOL: relative tolerance of the fixed point")
+    parser.add_argument("--tol", type=float, default=None,
+                        help="MOL: relative tolerance of the fixed point (on ||Q^-1 G(x)|| / ||x||, see mrtutor.mol.MOL)")
     parser.add_argument("--anderson", type=int, default=None, help="MOL: Anderson history (0: plain iteration)")
     parser.add_argument("--backward-max-iter", type=int, default=None, help="MOL: cap of the backward fixed point")
     parser.add_argument("--lipschitz-weight", type=float, default=None, help="MOL-LR: weight of l(f*) in eq. 8")
     parser.add_argument("--lipschitz-target", type=float, default=None,
                         help="MOL-LR: penalise only Lipschitz estimates above this (e.g. 1 - m)")
+    parser.add_argument("--lipschitz-steps", type=int, default=None,
+                        help="MOL: gradient-ascent steps of each Lipschitz estimate (default 10)")
+    parser.add_argument("--residual", action="store_true", default=None,
+                        help="MOL-LR / MOL: H(x) = x + CNN(x), needed for --init from a MoDL checkpoint")
     parser.add_argument("--mask", default="variable_density_2d", help="mask name in mrtutor.masks")
     parser.add_argument("--acceleration", type=float, default=6.0)
     parser.add_argument("--batch-size", type=int, default=4)

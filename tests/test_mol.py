@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from mrtutor.fft import channels_to_complex, complex_to_channels
 from mrtutor.modl import Denoiser
 from mrtutor.mol import (
     MOL, MOLNet, SpectralNormConv2d, alpha_bound, alpha_condition, contraction_factor, lipschitz_estimate,
-    lipschitz_penalty, mol_lr, mol_sn, mol_unconstrained, robustness_bound,
+    lipschitz_penalty, mol_lr, mol_sn, mol_unconstrained, residual_contraction, robustness_bound,
 )
 from mrtutor.sense import Sense
 
@@ -71,6 +72,51 @@ def test_alpha_condition_matches_propositions():
     assert alpha_condition(0.05, 0.1, lip=0.5).guaranteed
     model = MOL(MOLNet(2, 4), m=0.2)
     assert model.alpha == pytest.approx(alpha_bound(0.2)) and model.alpha_condition().alpha_ok
+
+
+def test_residual_structure_lets_alpha_one_contract_where_prop_2_3_does_not():
+    # Prop. 2.3 needs m > 0.76 for alpha = 1; with F = I - H the map contracts for any Lip(H) < 1.
+    assert not alpha_condition(1.0, 0.1).alpha_ok
+    assert residual_contraction(1.0, 0.85) == pytest.approx(0.85)
+    assert residual_contraction(alpha_bound(0.1), 0.85) == pytest.approx(1 - alpha_bound(0.1) * 0.15)
+    check = alpha_condition(1.0, 0.1, lip=0.85)
+    assert check.residual_contraction == pytest.approx(0.85) and "0.85 per iteration" in str(check)
+    assert alpha_condition(1.5, 0.1, lip=0.5).residual_contraction is None
+    with pytest.raises(ValueError, match="alpha must be in"):
+        residual_contraction(1.2, 0.5)
+    # Measured on eq. 5's map itself, with a spectrally normalised H whose bounds are active.
+    torch.manual_seed(0)
+    model = mol_sn(layers=3, features=8, m=0.1, alpha=1.0, lam=5.0).double()
+    amplify(model.net, 5.0)
+    kspace, maps, mask, _ = problem(coils=2, size=10, dtype=torch.complex128)
+    op, atb = Sense(maps, mask), Sense(maps, mask).adjoint(kspace)
+    model.net(atb)  # the power iterations run on the first image
+    lip = model.net.lipschitz_upper_bound()
+    assert lip == pytest.approx(0.99 * 0.9, rel=1e-6)
+    x, y = complex_images(2, 10, seed=3), complex_images(2, 10, seed=4)
+    with torch.no_grad():
+        ratio = batch_norms(model.step(x, op, atb) - model.step(y, op, atb)) / batch_norms(x - y)
+    assert (ratio <= residual_contraction(1.0, lip) + 1e-9).all()
+
+
+def test_fixed_point_and_its_accuracy_do_not_depend_on_alpha():
+    torch.manual_seed(0)
+    net = amplify(MOLNet(layers=3, features=8, spectral_bound=0.85, spectral_iters=200).double(), 5.0)
+    kspace, maps, mask, _ = problem(coils=2, size=12, dtype=torch.complex128)
+
+    def solve(alpha, tol):
+        model = MOL(copy.deepcopy(net), m=0.1, alpha=alpha, lam=5.0, tol=tol, max_iter=5000, cg_iters=200,
+                    cg_tol=1e-13, strict=True).eval()
+        with torch.no_grad():
+            return model(kspace, maps, mask), model.last_forward_info
+
+    reference, _ = solve(1.0, 1e-12)
+    for alpha in (alpha_bound(0.1), 0.5, 1.0):
+        x, info = solve(alpha, 1e-5)
+        # The tolerance is on ||Q^-1 G(x)|| / ||x||, not on the step: the same accuracy for every alpha
+        # (measured 0.3-0.9e-5; a tolerance on the step stops 1.5e-4 away at the paper's alpha).
+        assert (batch_norms(x - reference) / batch_norms(reference) < 3e-5).all(), alpha
+        assert info.tol == pytest.approx(alpha * 1e-5)
 
 
 def conv_matrix_norm(weight, x):
@@ -261,7 +307,7 @@ def test_memory_does_not_grow_with_forward_iterations():
         model = mol_unconstrained(layers=2, features=4, m=0.5, tol=tol)
         return saved_for_backward(lambda: model(kspace, maps, mask)), model.last_forward_info.iterations
 
-    (few_bytes, few), (many_bytes, many) = saved(1e-2), saved(1e-5)
+    (few_bytes, few), (many_bytes, many) = saved(1e-1), saved(1e-6)
     assert many > 3 * few and few_bytes == many_bytes
 
 

@@ -7,6 +7,8 @@ import torch
 
 from mrtutor import checkpoints
 from mrtutor.modl import PD_NOISE_LEVELS, cg_pd_ns
+from mrtutor.mol import mol_lr
+from mrtutor.sense import Sense
 from mrtutor import train as train_module
 from mrtutor.train import LAM_GRID, denoising_loss, main
 
@@ -71,6 +73,26 @@ def test_initialise_k10_from_k1(dirs):
         for (name, a), b in zip(denoiser.state_dict().items(), k1.denoisers[0].state_dict().values()):
             if "running" not in name and "num_batches" not in name:
                 assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_mol_warm_start_from_modl_makes_its_alpha_one_step_modls_iteration(dirs):
+    where, tmp_path = dirs
+    main(["modl", "--name", "k1", "--epochs", "1", *TINY, *where])
+    ckpt_dir = tmp_path / "ckpt"
+    modl = checkpoints.load("k1", directory=ckpt_dir)
+    model = mol_lr(layers=3, features=8, residual=True, alpha=1.0, cg_iters=modl.cg_iters, cg_tol=modl.cg_tol).eval()
+    train_module.initialise_from(model, "k1", ckpt_dir)
+    assert model.lam.item() == pytest.approx(1 / modl.lam.item(), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 3, 16, 16, dtype=torch.complex64, generator=g)
+    maps = maps / torch.linalg.vector_norm(maps, dim=1, keepdim=True)
+    op = Sense(maps, (torch.rand(2, 16, 16, generator=g) < 0.4).float())
+    atb = op.adjoint(op.forward(torch.randn(2, 16, 16, dtype=torch.complex64, generator=g)))
+    with torch.no_grad():
+        expected = modl.data_consistency(op, atb, modl.denoisers[0](atb))
+        assert torch.allclose(model.step(atb, op, atb), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="MOLNet.*residual=True|load_denoiser needs residual=True"):
+        train_module.initialise_from(mol_lr(layers=3, features=8), "k1", ckpt_dir)
 
 
 def test_checkpoint_with_wrong_sha256_is_rejected(dirs):
