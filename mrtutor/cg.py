@@ -130,13 +130,13 @@ class _SolveNormal(torch.autograd.Function):
     """x = (A^H A + lam I)^-1 rhs. Saves only x and lam for backward, whatever max_iter is."""
 
     @staticmethod
-    def forward(ctx, rhs, lam, op, max_iter, tol):
+    def forward(ctx, rhs, lam, op, max_iter, tol, x0):
         lam_b = _per_sample(lam.expand(rhs.shape[0]).to(rhs.real.dtype), rhs)
 
         def system(v):
             return op.normal(v) + lam_b * v
 
-        x = conjugate_gradient(system, rhs, max_iter=max_iter, tol=tol)
+        x = conjugate_gradient(system, rhs, x0=x0, max_iter=max_iter, tol=tol)
         ctx.system = system
         ctx.settings = (max_iter, tol)
         ctx.lam_shape = lam.shape
@@ -155,10 +155,11 @@ class _SolveNormal(torch.autograd.Function):
             grad_lam = -_batch_dot(grad_rhs, x)
             if len(ctx.lam_shape) == 0 or ctx.lam_shape[0] == 1:  # one lam shared by the batch
                 grad_lam = grad_lam.sum().reshape(ctx.lam_shape)
-        return grad_rhs, grad_lam, None, None, None
+        return grad_rhs, grad_lam, None, None, None, None
 
 
-def solve_normal(op, rhs: torch.Tensor, lam, max_iter: int = 10, tol: float = 1e-6) -> torch.Tensor:
+def solve_normal(op, rhs: torch.Tensor, lam, max_iter: int = 10, tol: float = 1e-6,
+                 x0: torch.Tensor | None = None) -> torch.Tensor:
     """x = (A^H A + lam I)^-1 rhs by CG, differentiable in ``rhs`` and ``lam``.
 
     The backward pass solves the same system with a second CG (implicit differentiation, MoDL eq.
@@ -169,13 +170,18 @@ def solve_normal(op, rhs: torch.Tensor, lam, max_iter: int = 10, tol: float = 1e
         rhs: (B, H, W) complex right-hand side, e.g. A^H b + lam z.
         lam: positive scalar or (B,) tensor (a learnable parameter is fine).
         max_iter, tol: CG settings for both the forward and the backward solve.
+        x0: where the forward CG starts (default zeros). A guess near the solution saves iterations
+            and, since the solve is exact to ``tol``, changes neither x nor the gradients; x0 gets
+            no gradient.
     """
     if not isinstance(rhs, torch.Tensor) or not rhs.is_complex():
         raise TypeError(f"rhs must be a complex tensor (B, H, W), got {getattr(rhs, 'dtype', type(rhs))}")
     if not hasattr(op, "normal"):
         raise TypeError(f"op must have a normal(x) method, got {type(op).__name__}")
     lam = _check_lam(lam, rhs)
-    return _SolveNormal.apply(rhs, lam, op, max_iter, tol)
+    if x0 is not None:
+        x0 = x0.detach()
+    return _SolveNormal.apply(rhs, lam, op, max_iter, tol, x0)
 
 
 def single_coil_dc(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam) -> torch.Tensor:

@@ -494,13 +494,14 @@ class MOL(nn.Module):
         """One iteration of eq. 5 from x (B, H, W), with atb = A^H b.
 
         Q = I + alpha lam A^H A = alpha lam (A^H A + mu I) with mu = 1 / (alpha lam), so
-        Q^-1 r = (A^H A + mu I)^-1 (mu r): ``solve_normal`` with rhs mu r and lam mu.
+        Q^-1 r = (A^H A + mu I)^-1 (mu r): ``solve_normal`` with rhs mu r and lam mu. CG starts from
+        x: near the fixed point the next iterate is close to it, so CG needs few iterations.
         """
         lam = self.lam.to(atb.real.dtype)
         a = self.alpha
         r = (1 - a) * x + a * self.net(x) + (a * lam) * atb
         mu = 1 / (a * lam)
-        return solve_normal(op, mu * r, mu, max_iter=self.cg_iters, tol=self.cg_tol)
+        return solve_normal(op, mu * r, mu, max_iter=self.cg_iters, tol=self.cg_tol, x0=x)
 
     def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Reconstruct complex images (B, H, W) from masked k-space (B, C, H, W), maps and mask."""

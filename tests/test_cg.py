@@ -86,6 +86,23 @@ def test_solve_normal_gradcheck():
     )
 
 
+def test_solve_normal_warm_start_changes_neither_solution_nor_gradients():
+    op, rhs = small_sense(seed=2)
+    x_star = solve_normal(op, rhs, 0.7, max_iter=500, tol=1e-14)
+    grads = []
+    for x0 in (None, x_star + 1e-3 * torch.randn_like(x_star), torch.randn_like(x_star).requires_grad_()):
+        r = rhs.clone().requires_grad_(True)
+        lam = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        x = solve_normal(op, r, lam, max_iter=500, tol=1e-12, x0=x0)
+        assert torch.allclose(x, x_star, atol=1e-10)
+        x.abs().pow(2).sum().backward()
+        grads.append((r.grad, lam.grad))
+        if x0 is not None and x0.requires_grad:
+            assert x0.grad is None  # the solution does not depend on where CG starts
+    for grad_rhs, grad_lam in grads[1:]:
+        assert torch.allclose(grad_rhs, grads[0][0], atol=1e-10) and torch.allclose(grad_lam, grads[0][1], atol=1e-10)
+
+
 def test_solve_normal_gradient_matches_autograd_through_unrolled_cg():
     op, rhs = small_sense(seed=4)
     lam = torch.tensor(0.5, dtype=torch.float64)
