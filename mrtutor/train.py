@@ -319,9 +319,14 @@ def train(args: argparse.Namespace) -> Path:
                     stats.append(recipe.monitor(model))
                 bar.set_postfix(loss=f"{loss.item():.2e}")
             seconds += time.perf_counter() - tic
-            val = validate(model, val_loader, device, recipe.monitor)
-        entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": val["loss"],
-                 "val_psnr": val["psnr"], "lam": model.lam.item(), "lr": optimiser.param_groups[0]["lr"],
+            # Every --validate-every-th epoch, and always the last one (the record's final metrics).
+            if (epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs:
+                val = validate(model, val_loader, device, recipe.monitor)
+            else:
+                val = {}
+        entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
+                 **({"val_loss": val["loss"], "val_psnr": val["psnr"]} if val else {}),
+                 "lam": model.lam.item(), "lr": optimiser.param_groups[0]["lr"],
                  "seconds": round(seconds, 1),
                  **{f"train_{k}": v for k, v in mean_stats(stats).items()},
                  **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr")}}
@@ -367,6 +372,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="checkpoint name (checkpoints/<name>.pt)")
     parser.add_argument("--tier", choices=config.MODES, default=None, help="data tier (default: MRTUTOR_MODE)")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--validate-every", type=int, default=1, metavar="N",
+                        help="validate every N epochs and after the last (for small --train-slices, where an epoch is short)")
     parser.add_argument("--iterations", type=int, default=10, help="unrolled iterations K")
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--features", type=int, default=64)
@@ -411,6 +418,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--restart", action="store_true", help="ignore saved state and start again")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.validate_every < 1:
+        parser.error(f"--validate-every must be at least 1, got {args.validate_every}")
     args.argv = list(argv)
     args.tier = args.tier or config.mode()
     return args
