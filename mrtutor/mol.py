@@ -460,6 +460,7 @@ class MOL(nn.Module):
         self.solver = DeepEquilibrium(max_iter, alpha * self.tol, anderson, backward_max_iter, alpha * backward_tol,
                                       strict=strict)
         self.last_lipschitz: torch.Tensor | None = None
+        self.last_fixed_point: torch.Tensor | None = None  # the last forward's output, detached
         register_log_lam(self, lam, learn_lam)
 
     @property
@@ -509,10 +510,12 @@ class MOL(nn.Module):
         atb = op.adjoint(kspace)
         if self.training and isinstance(self.net, MOLNet):
             self.net.power_step()  # the spectral norms follow the weights (once per forward: f stays fixed)
-        return self.solver(lambda x: self.step(x, op, atb), atb)
+        x = self.solver(lambda x: self.step(x, op, atb), atb)
+        self.last_fixed_point = x.detach()
+        return x
 
     def lipschitz_loss(self, x_star: torch.Tensor, n_steps: int | None = None, eps: float = 1e-2) -> torch.Tensor:
-        """The Lipschitz term of eq. 8 for the training loss: add it to the MSE.
+        """The Lipschitz term of eq. 8 for the training loss (``mrtutor.train.mol_penalty``).
 
         Estimates the local Lipschitz constant of H at the (detached) fixed point ``x_star`` by
         ``lipschitz_estimate`` and returns ``lipschitz_penalty`` with this model's weight and target
@@ -520,7 +523,9 @@ class MOL(nn.Module):
         The estimates are kept in ``last_lipschitz`` (B,). ``n_steps`` defaults to ``lipschitz_steps``.
         """
         n_steps = self.lipschitz_steps if n_steps is None else n_steps
-        lip = lipschitz_estimate(self.net, x_star, n_steps=n_steps, eps=eps)
+        # With a zero weight the estimate is only recorded: its last evaluation needs no graph.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.lipschitz_weight > 0):
+            lip = lipschitz_estimate(self.net, x_star, n_steps=n_steps, eps=eps)
         self.last_lipschitz = lip.detach()
         return lipschitz_penalty(lip, self.lipschitz_weight, self.lipschitz_target)
 

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mrtutor import checkpoints, config
+from mrtutor import checkpoints, config, evaluate
 from mrtutor.deq import DEQConvergenceWarning
 from mrtutor.metrics import psnr
 
@@ -63,14 +63,21 @@ def denoising_loss(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 def mol_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """MOL (eq. 8): the error of the fixed point plus the Lipschitz term of H there. The term's
-    weight is zero for MOL-SN and the unconstrained MOL, whose Lipschitz estimate is still recorded.
+    """MOL (eq. 8), its first term: the error of the fixed point. The second, the Lipschitz term of
+    H there, is ``mol_penalty``; ``training_step`` backpropagates it after this one."""
+    out = model(batch["kspace"], batch["maps"], batch["mask"])
+    return complex_mse(out, batch["target"])
+
+
+def mol_penalty(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Eq. 8's Lipschitz term l(f*) at the fixed point of the model's last forward pass. Its weight
+    is zero for MOL-SN and the unconstrained MOL, whose estimate is still recorded (Fig. 2a).
 
     Eq. 8 adds l(f*) to a squared error summed over the pixels; with the error averaged over the
     pixels, as every recipe here does, the term is divided by the pixel count to keep eq. 8's balance.
     """
-    out = model(batch["kspace"], batch["maps"], batch["mask"])
-    return complex_mse(out, batch["target"]) + model.lipschitz_loss(out) / out[0].numel()
+    x_star = model.last_fixed_point
+    return model.lipschitz_loss(x_star) / x_star[0].numel()
 
 
 def mol_monitor(model: nn.Module) -> dict[str, float]:
@@ -100,6 +107,9 @@ class Recipe:
     tune_lam: bool = False  # lam is not learned: pick it on the validation split after training
     options: tuple[str, ...] = MODL_OPTIONS  # the command-line options the builder takes
     defaults: dict = field(default_factory=lambda: {"lam": 0.05})  # when the command line leaves them out
+    # A second loss term, built after the first one's backward pass so that their graphs never share
+    # the memory (gradients add up as for the sum): MOL's Lipschitz term.
+    penalty: Callable[[nn.Module, dict], torch.Tensor] | None = None
     monitor: Callable[[nn.Module], dict[str, float]] | None = None  # per-step statistics to average per epoch
     bf16: bool = True  # whether --precision bf16 makes sense (not for a fixed point solved to 1e-4)
 
@@ -111,14 +121,46 @@ RECIPES: dict[str, Recipe] = {
                        options=("layers", "features", "lam", "iterations", "output_scale")),
     "cg_pd_ns": Recipe("mrtutor.modl.cg_pd_ns", "CG-PD-NS: ten Gaussian denoisers, hand-tuned lam",
                        loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters", "output_scale")),
-    **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, options=MOL_OPTIONS + extra,
-                             defaults={}, monitor=mol_monitor, bf16=False)
+    **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, penalty=mol_penalty,
+                             options=MOL_OPTIONS + extra, defaults={}, monitor=mol_monitor, bf16=False)
        for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)",
                                  ("lipschitz_weight", "lipschitz_target", "lipschitz_steps", "residual")),
                                 ("sn", "MOL-SN: spectrally normalised H", ("lipschitz_steps",)),
                                 ("unconstrained", "MOL with an unconstrained H (diverges in the paper)",
                                  ("lipschitz_steps", "residual")))},
 }
+
+def training_step(recipe: Recipe, model: nn.Module, batch: dict, optimiser: torch.optim.Optimizer,
+                  bf16: bool = False) -> float:
+    """One optimiser step on ``batch``; returns the loss (with the penalty, when the recipe has one).
+
+    bf16 autocast runs the convolutions in bfloat16 (2-3x faster on CPUs with AVX512-BF16 and on
+    GPUs); the FFTs, CG solves and weights stay in full precision.
+    """
+    device_type = batch["kspace"].device.type
+    optimiser.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss = recipe.loss(model, batch)
+    loss.backward()
+    value = loss.item()
+    if recipe.penalty is not None:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            penalty = recipe.penalty(model, batch)
+        if penalty.requires_grad:  # a zero weight builds no graph
+            penalty.backward()
+        value += penalty.item()
+    optimiser.step()
+    return value
+
+
+def training_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
+    """Bytes held for the backward pass at the peak of a ``training_step``: the loss's graph, or the
+    penalty's if larger (the step never holds both)."""
+    held = evaluate.saved_for_backward(lambda: recipe.loss(model, batch))
+    if recipe.penalty is not None:
+        held = max(held, evaluate.saved_for_backward(lambda: recipe.penalty(model, batch)))
+    return held
+
 
 # The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
 LAM_GRID = tuple(float(v) for v in torch.logspace(-3, 1, 13))
@@ -305,19 +347,12 @@ def train(args: argparse.Namespace) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DEQConvergenceWarning)
             for batch in bar:
-                batch = to_device(batch, device)
-                # bf16 autocast runs the convolutions in bfloat16 (2-3x faster on CPUs with AVX512-BF16
-                # and on GPUs); the FFTs, CG solves and weights stay in full precision.
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                    loss = recipe.loss(model, batch)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                loss = training_step(recipe, model, to_device(batch, device), optimiser, bf16=args.precision == "bf16")
                 scheduler.step()
-                losses.append(loss.item())
+                losses.append(loss)
                 if recipe.monitor is not None:
                     stats.append(recipe.monitor(model))
-                bar.set_postfix(loss=f"{loss.item():.2e}")
+                bar.set_postfix(loss=f"{loss:.2e}")
             seconds += time.perf_counter() - tic
             # Every --validate-every-th epoch, and always the last one (the record's final metrics).
             if (epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs:

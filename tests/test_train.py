@@ -10,7 +10,8 @@ from mrtutor.modl import PD_NOISE_LEVELS, cg_pd_ns
 from mrtutor.mol import mol_lr
 from mrtutor.sense import Sense
 from mrtutor import train as train_module
-from mrtutor.train import LAM_GRID, denoising_loss, main
+from mrtutor.evaluate import saved_for_backward
+from mrtutor.train import LAM_GRID, RECIPES, denoising_loss, main, training_memory, training_step
 
 TINY = ["--tier", "quick", "--features", "8", "--layers", "3", "--iterations", "1", "--quiet"]
 
@@ -177,6 +178,46 @@ def test_mol_trains_with_fixed_point_statistics_per_epoch(dirs, recipe):
     assert rec["config"]["lam"] is None and "lam" not in checkpoints.record(recipe, tmp_path / "ckpt")["builder_kwargs"]
     model = checkpoints.load(recipe, directory=tmp_path / "ckpt")
     assert model.variant == recipe.removeprefix("mol_")
+
+
+def test_mol_step_backpropagates_its_two_terms_apart_with_the_gradient_of_their_sum(monkeypatch):
+    """eq. 8's Lipschitz term is built after the error's backward pass: the same gradient as one
+    backward pass of the sum, while the step never holds both graphs."""
+    from mrtutor import data
+
+    monkeypatch.setenv("MRTUTOR_MODE", "quick")
+    batch = next(iter(torch.utils.data.DataLoader(
+        data.demo_dataset("train", mask_fn="variable_density_2d", acceleration=4, progress=False), batch_size=2)))
+    recipe = RECIPES["mol_lr"]
+    grads = []
+    for together in (False, True):
+        torch.manual_seed(0)
+        model = mol_lr(layers=3, features=8, alpha=1.0, cg_iters=30).train()
+        optimiser = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that leaves the weights as they are
+        torch.manual_seed(1)  # the same random start of the Lipschitz ascent in both runs
+        if together:
+            (recipe.loss(model, batch) + recipe.penalty(model, batch)).backward()
+        else:
+            assert training_step(recipe, model, batch, optimiser) > 0
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for apart, together in zip(*grads):
+        assert torch.allclose(apart, together, rtol=1e-4, atol=1e-7)
+
+    model = mol_lr(layers=3, features=8, alpha=1.0, cg_iters=30).train()
+    loss_bytes = saved_for_backward(lambda: recipe.loss(model, batch))
+    penalty_bytes = saved_for_backward(lambda: recipe.penalty(model, batch))
+    assert training_memory(recipe, model, batch) == max(loss_bytes, penalty_bytes) > 0
+    assert saved_for_backward(lambda: recipe.loss(model, batch) + recipe.penalty(model, batch)) >= loss_bytes + penalty_bytes
+
+
+def test_a_zero_weight_penalty_is_recorded_but_builds_no_graph():
+    from mrtutor.mol import mol_sn
+
+    model = mol_sn(layers=3, features=8).train()
+    x = torch.randn(2, 16, 16, dtype=torch.complex64)
+    model.last_fixed_point = x
+    penalty = RECIPES["mol_sn"].penalty(model, {})
+    assert penalty.item() == 0 and not penalty.requires_grad and model.last_lipschitz.shape == (2,)
 
 
 def test_mol_refuses_bf16(dirs):
