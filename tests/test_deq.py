@@ -74,6 +74,15 @@ def test_samples_converge_independently_and_stop_when_all_do():
     assert history[-1, 1] <= 1e-10 and info.iterations > 5
 
 
+def test_anderson_leaves_a_sample_alone_once_it_sits_exactly_at_its_fixed_point():
+    """A sample with f(x) == x exactly (say, a warm-started CG that had nothing left to do) has an
+    all-zero Anderson history; it must keep its point while the others go on, not turn into NaN."""
+    c = torch.randn(2, 8, dtype=torch.float64)
+    x0 = torch.stack([2 * c[0], torch.randn(8, dtype=torch.float64)])  # sample 0 starts at x* = 2c, exactly
+    x, info = fixed_point(lambda x: 0.5 * x + c, x0, max_iter=50, tol=1e-10, anderson=3)
+    assert bool(info.converged.all()) and torch.allclose(x, 2 * c, atol=1e-9)
+
+
 def test_implicit_gradient_matches_finite_differences():
     w, b, s, _ = toy_problem()
     layer = DeepEquilibrium(max_iter=300, tol=1e-14)
