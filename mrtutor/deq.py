@@ -104,16 +104,15 @@ def _anderson_mix(xs: list[torch.Tensor], fs: list[torch.Tensor], beta: float, r
     gram = g @ g.transpose(1, 2)  # (B, n, n)
     n = gram.shape[-1]
     # Regularise relative to the Gram matrix's scale, so the step does not depend on units.
+    # A sample whose residuals are all exactly zero sits at its fixed point while others iterate on:
+    # its Gram matrix is zero, so regularise with scale 1 (equal weights on its fixed points) rather
+    # than with a vanishing scale whose inverse overflows to 0 / 0.
     scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1)
-    # A sample whose residuals are all exactly zero sits at its fixed point (while others iterate on):
-    # its Gram matrix is zero, and it keeps its last f(x) instead of dividing zero by zero.
-    at_rest = ~(scale > 0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
     ones = torch.ones(gram.shape[0], n, 1, dtype=gram.dtype, device=gram.device)
-    scale = torch.where(at_rest, torch.ones_like(scale), scale)
     a = torch.linalg.solve(gram + reg * scale[:, None, None] * eye, ones)[..., 0]
-    a = a / a.sum(dim=1, keepdim=True)
-    a = torch.where(at_rest[:, None], torch.nn.functional.one_hot(torch.tensor(n - 1), n).to(a), a).to(x_hist.dtype)
+    a = (a / a.sum(dim=1, keepdim=True)).to(x_hist.dtype)
     mixed_f = torch.einsum("bn,bnd->bd", a, f_hist)
     if beta == 1.0:
         return mixed_f
