@@ -281,7 +281,10 @@ def make_datasets(args: argparse.Namespace):
     if args.train_slices:
         if args.train_slices > len(train_set):
             raise ValueError(f"--train-slices {args.train_slices} is more than the {len(train_set)} training slices")
-        train_set = torch.utils.data.Subset(train_set, range(args.train_slices))
+        # A seeded random subset, not the first N: those would be one orientation of one brain. Smaller subsets
+        # are nested in larger ones, so a training-set size experiment only adds slices as N grows.
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
+        train_set = torch.utils.data.Subset(train_set, order[:args.train_slices].sort().values.tolist())
     return train_set, val_set, data_hash
 
 
@@ -438,7 +441,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--final-lr-fraction", type=float, default=0.05, help="cosine decay to lr * this")
     parser.add_argument("--init", default=None, help="checkpoint to start from (e.g. modl_k1)")
-    parser.add_argument("--train-slices", type=int, default=None, help="use only the first N training slices")
+    parser.add_argument("--train-slices", type=int, default=None, help="train on N slices drawn at random (seeded) from the training split")
     parser.add_argument("--train-subject", default=None, help="train on one brain only (subject split)")
     parser.add_argument("--modl-data", default=None, metavar="PATH",
                         help="train on the MoDL dataset.hdf5 (paper tier) instead of the demo data; the last tenth "

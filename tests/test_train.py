@@ -236,6 +236,18 @@ def test_schedule_ends_at_its_floor_when_the_last_batch_is_dropped(dirs):
         main(["modl", "--name", "tiny_set", "--epochs", "1", "--train-slices", "3", *TINY, *where])
 
 
+def test_a_training_subset_is_drawn_across_the_split_and_nested_in_larger_ones(dirs):
+    def subset(n):
+        args = train_module.parse_args(["modl", "--name", "x", "--tier", "quick", "--train-slices", str(n)])
+        return train_module.make_datasets(args)[0].indices
+
+    full = len(train_module.make_datasets(train_module.parse_args(["modl", "--name", "x", "--tier", "quick"]))[0])
+    small, large = subset(4), subset(full // 2)
+    assert len(set(small)) == 4 and set(small) <= set(large) <= set(range(full))
+    # Not the first slices (one volume's neighbours): the draw reaches past the first half of the split.
+    assert max(small) >= full // 2
+
+
 def _write_modl_layout(path, n_train=6, n_test=2, h=16, w=12, coils=2):
     """A tiny file in the layout of the MoDL dataset.hdf5 (trn/tst Org, Csm, Mask)."""
     import h5py
