@@ -1,6 +1,6 @@
 """Keep chapter notebooks in the form git stores them.
 
-Stored form: no outputs, no execution counts, no saved widget state, no execution timings, in every
+Stored form: an id, and no outputs, execution counts, saved widget state or execution timings, in every
 cell. Cells marked ``# NBVAL_CHECK_OUTPUT`` are no exception: a check cell prints its result and
 asserts it, so nbval (``--nbval-lax``) fails the chapter when the check fails, with nothing stored to
 compare against.
@@ -35,6 +35,8 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Put ``nb`` (changed in place, and returned) in its stored form."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        if "id" not in cell:  # nbformat 4.5 wants one; cells pasted in by hand can lack it
+            cell.id = nbformat.v4.nbbase.random_cell_id()
         for key in RUN_METADATA:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":

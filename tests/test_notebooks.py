@@ -5,7 +5,7 @@ with ``MRTUTOR_MODE=quick``); ``tests/conftest.py`` times those runs and the tim
 each chapter stayed under the limit. The other tests read the chapters only, and hold the chapter
 template (``book/templates/chapter_template.ipynb``) to the same rules; the template is also run.
 
-Stored form: no outputs and no execution counts in any cell. A cell marked ``# NBVAL_CHECK_OUTPUT``
+Stored form: an id and no outputs or execution counts in any cell. A cell marked ``# NBVAL_CHECK_OUTPUT``
 therefore has nothing stored to be compared with: it proves its point by asserting it, and nbval fails
 the chapter when the assertion fails.
 """
@@ -50,6 +50,8 @@ def storage_problems(nb: nbformat.NotebookNode) -> list[str]:
     if "widgets" in nb.metadata:
         problems.append("notebook metadata holds saved widget state")
     for index, cell in enumerate(nb.cells):
+        if "id" not in cell:
+            problems.append(f"cell {index} has no id")
         if cell.cell_type != "code":
             continue
         if cell.execution_count is not None:
@@ -95,6 +97,8 @@ def hidden_figures(nb: nbformat.NotebookNode) -> list[int]:
     """
     hidden = []
     for index, cell in enumerate(nb.cells):
+        if "id" not in cell:
+            problems.append(f"cell {index} has no id")
         if cell.cell_type != "code":
             continue
         body = _python(cell).body
@@ -139,6 +143,7 @@ def test_storage_problems_finds_outputs_counts_and_widget_state_in_check_cells_t
         ),
         nbformat.v4.new_markdown_cell("text"),
     ]
+    del nb.cells[3]["id"]
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
     assert storage_problems(nb) == [
         "notebook metadata holds saved widget state",
@@ -146,6 +151,7 @@ def test_storage_problems_finds_outputs_counts_and_widget_state_in_check_cells_t
         "cell 1 holds a display_data output",
         "cell 2 has execution count 1",
         "cell 2 holds a stream output",
+        "cell 3 has no id",
     ]
 
 
@@ -160,8 +166,9 @@ def test_clean_strips_every_output_count_and_run_record_check_cells_included():
     nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2025-01-01"}
     nb.cells[1].metadata["scrolled"] = True
     nb.metadata["widgets"] = {}
+    del nb.cells[0]["id"]
     cleaned = nbtools.clean(copy.deepcopy(nb))
-    assert len(storage_problems(nb)) == 5 and storage_problems(cleaned) == []
+    assert len(storage_problems(nb)) == 6 and storage_problems(cleaned) == []
     assert all(cell.metadata == {} for cell in cleaned.cells)
     assert [cell.source for cell in cleaned.cells] == [cell.source for cell in nb.cells]
 
