@@ -210,6 +210,22 @@ def test_mol_step_backpropagates_its_two_terms_apart_with_the_gradient_of_their_
     assert saved_for_backward(lambda: recipe.loss(model, batch) + recipe.penalty(model, batch)) >= loss_bytes + penalty_bytes
 
 
+def test_clipping_caps_the_step_s_gradient_norm_and_leaves_small_gradients_alone(dirs):
+    model = torch.nn.Linear(3, 1, bias=False)
+    recipe = train_module.Recipe(builder="", doc="", loss=lambda m, b: 100 * m(b["x"]).sum())
+    batch = {"x": torch.ones(2, 3), "kspace": torch.zeros(1)}
+    seen = []
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.0)
+    optimiser.step = lambda: seen.append(model.weight.grad.norm().item())
+    for clip in (1.0, 1e6, None):
+        training_step(recipe, model, batch, optimiser, clip_grad_norm=clip)
+    raw = 200 * 3 ** 0.5  # d/dw of 100 * sum over 2 rows of w . (1, 1, 1)
+    assert seen == pytest.approx([1.0, raw, raw])
+    where, _ = dirs
+    with pytest.raises(SystemExit):
+        main(["modl", "--name", "x", "--clip-grad-norm", "0", *TINY, *where])
+
+
 def test_a_zero_weight_penalty_is_recorded_but_builds_no_graph():
     from mrtutor.mol import mol_sn
 
