@@ -293,6 +293,12 @@ def make_datasets(args: argparse.Namespace):
     return train_set, val_set, data_hash
 
 
+# What a resumed run may change: its length (the cosine stretches to the new end) and how it runs, never what it
+# learns from or how.
+RESUMABLE_CHANGES = frozenset({"epochs", "validate_every", "threads", "device", "quiet", "run_dir", "checkpoint_dir",
+                               "restart", "argv"})
+
+
 def set_epoch(dataset, epoch: int) -> None:
     """Fresh masks every epoch (the paper draws a new random mask per slice)."""
     while isinstance(dataset, torch.utils.data.Subset):
@@ -327,6 +333,12 @@ def train(args: argparse.Namespace) -> Path:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state["args"]["recipe"] != args.recipe or state["builder_kwargs"] != builder_kwargs:
             raise ValueError(f"{state_path} belongs to a different run ({state['args']}); use --restart or another --name")
+        # Options that did not exist when the state was saved count as their default, None.
+        changed = {key: (state["args"].get(key), value) for key, value in vars(args).items()
+                   if key not in RESUMABLE_CHANGES and state["args"].get(key) != value}
+        if changed:
+            raise ValueError(f"{state_path} was trained with other settings (saved, asked): {changed}; resuming would "
+                             "mix two trainings in one record. Use --restart to start again, or another --name")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])

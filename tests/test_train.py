@@ -37,6 +37,13 @@ def test_train_resume_checkpoint_and_record(dirs, capsys):
         assert key in rec
     model = checkpoints.load("tiny", directory=tmp_path / "ckpt")
     assert not model.training and model.iterations == 1
+    # Resuming with other training settings would mix two trainings under one record: refused, and the
+    # checkpoint is left as it was.
+    for other in (["--clip-grad-norm", "0.05"], ["--lr", "1e-4"], ["--init", "tiny"]):
+        with pytest.raises(ValueError, match="other settings") as error:
+            main(["modl", "--name", "tiny", "--epochs", "2", *TINY, *where, *other])
+        assert other[0].lstrip("-").replace("-", "_") in str(error.value)
+    assert json.loads((tmp_path / "ckpt" / "tiny.json").read_text()) == rec
 
 
 def test_an_interrupted_run_resumed_with_more_epochs_stretches_its_schedule(dirs, monkeypatch):
