@@ -130,6 +130,7 @@ RECIPES: dict[str, Recipe] = {
                                  ("lipschitz_steps", "residual")))},
 }
 
+
 def training_step(recipe: Recipe, model: nn.Module, batch: dict, optimiser: torch.optim.Optimizer,
                   bf16: bool = False, clip_grad_norm: float | None = None) -> float:
     """One optimiser step on ``batch``; returns the loss (with the penalty, when the recipe has one).
