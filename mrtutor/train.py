@@ -301,7 +301,8 @@ RESUMABLE_CHANGES = frozenset({"epochs", "validate_every", "threads", "device", 
 
 
 def set_epoch(dataset, epoch: int) -> None:
-    """Fresh masks every epoch (the paper draws a new random mask per slice)."""
+    """Fresh masks every epoch. (The MoDL paper's data file holds one mask per training slice, used in
+    every epoch; ``--fixed-masks`` trains that way.)"""
     while isinstance(dataset, torch.utils.data.Subset):
         dataset = dataset.dataset
     dataset.set_epoch(epoch)
@@ -356,7 +357,8 @@ def train(args: argparse.Namespace) -> Path:
     loader_kwargs = dict(batch_size=args.batch_size, num_workers=0)
     val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
     for epoch in range(start_epoch, args.epochs):
-        set_epoch(train_set, epoch)
+        if not args.fixed_masks:
+            set_epoch(train_set, epoch)
         loader = DataLoader(train_set, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(args.seed + epoch),
                             **loader_kwargs)
         model.train()
@@ -463,6 +465,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="rescale each step's gradient to a norm of at most C (default: no clipping)")
     parser.add_argument("--init", default=None, help="checkpoint to start from (e.g. modl_k1)")
     parser.add_argument("--train-slices", type=int, default=None, help="train on N slices drawn at random (seeded) from the training split")
+    parser.add_argument("--fixed-masks", action="store_true", default=None,
+                        help="each training slice keeps one mask in every epoch, as in the MoDL paper's data "
+                             "(default: a fresh mask per slice and epoch)")
     parser.add_argument("--train-subject", default=None, help="train on one brain only (subject split)")
     parser.add_argument("--modl-data", default=None, metavar="PATH",
                         help="train on the MoDL dataset.hdf5 (paper tier) instead of the demo data; the last tenth "

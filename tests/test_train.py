@@ -318,3 +318,20 @@ def test_modl_data_split_keeps_the_last_tenth_for_validation(tmp_path):
     before = val_set[0]["mask"].clone()
     train_module.set_epoch(train_set, 3)
     assert torch.equal(val_set[0]["mask"], before)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_fixed_masks_keep_each_slice_s_mask_across_epochs(dirs, monkeypatch, fixed):
+    where, _ = dirs
+    real_step, seen = train_module.training_step, []
+
+    def record_masks(recipe, model, batch, *args, **kwargs):
+        seen.append(sorted(tuple(mask.flatten().tolist()) for mask in batch["mask"]))
+        return real_step(recipe, model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_step", record_masks)
+    options = ["--fixed-masks"] if fixed else []
+    main(["modl", "--name", f"masks_{fixed}", "--epochs", "2", "--train-slices", "4", *options, *TINY, *where])
+    first, second = seen  # one batch of the four slices per epoch, in shuffled order
+    assert len(set(first)) == 4  # one mask per slice, not one for all
+    assert (first == second) == fixed
