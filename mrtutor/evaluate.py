@@ -1,5 +1,6 @@
 """Scoring reconstruction methods on a test set: one loop that every chapter's tables use; and the
-memory a training step keeps for its backward pass (``saved_for_backward``).
+memory a training step keeps for its backward pass (``saved_for_backward``) and the peak memory it
+uses (``peak_memory``).
 
 ``python -m mrtutor.evaluate --modl-data dataset.hdf5 --checkpoints NAME ...`` scores checkpoints
 against zero-filling, CG-SENSE and TV on the test slices of the MoDL brain data (paper tier) with
@@ -14,8 +15,12 @@ lambda, e.g. ``lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=1e-2)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
+import tempfile
 import time
 import weakref
 from pathlib import Path
@@ -37,29 +42,102 @@ def saved_for_backward(run: Callable[[], object]) -> int:
     the count is taken: the memory that grows with an unrolled network's depth (MoDL's K) and that
     implicit gradients (CG in ``solve_normal``, fixed points in ``mrtutor.deq``) keep constant.
     Tensors saved by graphs that ``run`` built and dropped on the way (say, the ascent steps of a
-    Lipschitz estimate) are not counted; a tensor saved twice counts twice.
+    Lipschitz estimate) are not counted. Each storage counts once, whole: a convolution and the
+    ReLU before it save the same tensor, and a saved view holds all of the memory it views.
     """
     held = 0
+    saved_by_storage: dict[tuple[str, int], int] = {}  # live storage -> how many saved tensors use it
 
     class Saved:  # one box per saved tensor, so that we see when autograd lets go of it
         __slots__ = ("tensor", "__weakref__")
 
-    def release(size: int) -> None:
+    def release(key: tuple[str, int], size: int) -> None:
         nonlocal held
-        held -= size
+        saved_by_storage[key] -= 1
+        if saved_by_storage[key] == 0:
+            del saved_by_storage[key]
+            held -= size
 
     def pack(t: torch.Tensor) -> Saved:
         nonlocal held
-        size = t.numel() * t.element_size()
-        held += size
+        storage = t.untyped_storage()
+        key, size = (str(t.device), storage.data_ptr()), storage.nbytes()
+        if key not in saved_by_storage:
+            saved_by_storage[key] = 0
+            held += size
+        saved_by_storage[key] += 1
         box = Saved()
         box.tensor = t.detach()  # not t itself: an output would hold its own grad_fn in a cycle
-        weakref.finalize(box, release, size)
+        weakref.finalize(box, release, key, size)
         return box
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
         output = run()  # noqa: F841 (kept alive, and with it the graph, until the count is read)
         return held
+
+
+# What the profiler's C++ side prints on its own: start and stop markers, and the warning that it
+# cannot credit the free of a tensor allocated before it started (``peak_memory`` says so itself).
+_PROFILER_CHATTER = re.compile(r"^(USDT|STAGE):.*ActivityProfiler|^\[W.*CPUAllocator\.cpp.*unknown size")
+
+
+@contextlib.contextmanager
+def _without_profiler_chatter():
+    """Hold back the profiler's own lines from file descriptors 1 and 2; pass every other line on to
+    stderr once the block ends (Python's own ``print`` in a notebook does not go through them)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    originals = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, original in zip((1, 2), originals):
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines(keepends=True):
+                if not _PROFILER_CHATTER.search(line):
+                    sys.stderr.write(line)
+
+
+def peak_memory(run: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Bytes by which the memory of tensors on ``device`` rose at the peak of ``run()``, above its
+    level when ``run`` started.
+
+    Unlike ``saved_for_backward`` this counts everything a step allocates: the graph, the gradients,
+    the optimiser's state, temporaries. On CUDA it is the caching allocator's peak. On a CPU, where
+    PyTorch keeps no such statistic, ``run`` goes through the profiler, whose memory events carry the
+    running total of allocated bytes. Both count tensors, not what the allocator or the operating
+    system reserves around them. The profiler does not know the size of a tensor allocated before
+    ``run`` and freed inside it, so on a CPU such frees are not credited and the
+    figure can exceed the true rise by their size (in a training step: the previous gradients).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    if device.type != "cpu":
+        raise ValueError(f"peak_memory measures 'cpu' or 'cuda' devices, got {device.type!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        with _without_profiler_chatter(), torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+            run()
+        trace = Path(folder) / "trace.json"
+        profiler.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    # "Total Allocated" counts from zero when profiling starts
+    totals = [event["args"]["Total Allocated"] for event in events
+              if event.get("name") == "[memory]" and event["args"].get("Device Type") == 0]
+    return max([0, *totals])
 
 
 def _sync(device: torch.device) -> None:

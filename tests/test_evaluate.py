@@ -1,10 +1,12 @@
 """The scoring loop every chapter's tables use."""
 
+import os
+
 import pytest
 import torch
 
 from mrtutor import evaluate, metrics
-from mrtutor.evaluate import saved_for_backward
+from mrtutor.evaluate import peak_memory, saved_for_backward
 
 
 def samples(n=5, seed=0):
@@ -62,3 +64,36 @@ def test_saved_for_backward_counts_the_live_graph_only():
     # tanh saves its (8, 64) float32 output, the product saves x: 2 * 2048 bytes
     assert live == 2 * 8 * 64 * 4
     assert saved_for_backward(lambda: None) == 0
+
+
+def test_peak_memory_sees_a_temporary_that_is_freed_before_it_returns():
+    def run():
+        x = torch.ones(2**24)  # 64 MiB of float32
+        y = x * 2  # 64 MiB more, while x is alive: the peak
+        del x
+        z = torch.ones(2**23)  # 32 MiB, after x is gone
+        return float(y[-1] + z[-1])  # y and z are freed here: only the peak remembers them
+
+    assert 0 <= peak_memory(run) - 128 * 2**20 < 1024  # and a few bytes for the scalars of the sum
+    assert peak_memory(lambda: None) == 0
+
+
+def test_peak_memory_rejects_a_device_it_cannot_measure():
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        peak_memory(lambda: None, device="meta")
+
+
+def test_saved_for_backward_counts_a_storage_once_and_whole():
+    w = torch.randn(64, 64, requires_grad=True)
+    y = torch.randn(8, 64) @ w  # (8, 64) float32: 2048 bytes
+    # sin and cos both save y: one storage, counted once
+    assert saved_for_backward(lambda: (y.sin() + y.cos()).sum()) == 8 * 64 * 4
+    # sin saves its input, here a view of one row of z: the view holds all of z's storage
+    z = y * 2  # a product with a number saves nothing
+    assert saved_for_backward(lambda: z[0].sin().sum()) == 8 * 64 * 4
+
+
+def test_peak_memory_keeps_what_run_prints_and_drops_the_profilers_markers(capfd):
+    peak_memory(lambda: os.write(2, b"a line of run's own\n"))
+    err = capfd.readouterr().err
+    assert "a line of run's own" in err and "profiler_start" not in err and "USDT" not in err
