@@ -97,3 +97,13 @@ def test_peak_memory_keeps_what_run_prints_and_drops_the_profilers_markers(capfd
     peak_memory(lambda: os.write(2, b"a line of run's own\n"))
     err = capfd.readouterr().err
     assert "a line of run's own" in err and "profiler_start" not in err and "USDT" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_peak_memory_on_cuda_reads_the_allocators_peak():
+    def run():
+        x = torch.ones(2**24, device="cuda")  # 64 MiB
+        y = x * 2
+        return float(y[-1])
+
+    assert 128 * 2**20 <= peak_memory(run, device="cuda") < 130 * 2**20
