@@ -168,6 +168,17 @@ def training_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     return held
 
 
+
+def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
+    """Bytes by which memory rises at the peak of one whole ``training_step`` (forward, backward,
+    Adam's update), measured on a second step so that Adam's state already exists; the step's own
+    gradients count. The model's weights change (two Adam steps at lr 1e-4)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    step = lambda: training_step(recipe, model, batch, optimiser)  # noqa: E731
+    step()
+    optimiser.zero_grad(set_to_none=True)
+    return evaluate.peak_memory(step, batch["kspace"].device)
+
 # The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
 LAM_GRID = tuple(float(v) for v in torch.logspace(-3, 1, 13))
 

@@ -74,7 +74,8 @@ def test_peak_memory_sees_a_temporary_that_is_freed_before_it_returns():
         z = torch.ones(2**23)  # 32 MiB, after x is gone
         return float(y[-1] + z[-1])  # y and z are freed here: only the peak remembers them
 
-    assert 0 <= peak_memory(run) - 128 * 2**20 < 1024  # and a few bytes for the scalars of the sum
+    # a few KiB more: the scalars of the sum and whatever else torch allocates on the way (16 KiB seen)
+    assert 0 <= peak_memory(run) - 128 * 2**20 < 256 * 2**10
     assert peak_memory(lambda: None) == 0
 
 

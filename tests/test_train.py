@@ -11,7 +11,7 @@ from mrtutor.mol import mol_lr
 from mrtutor.sense import Sense
 from mrtutor import train as train_module
 from mrtutor.evaluate import saved_for_backward
-from mrtutor.train import LAM_GRID, RECIPES, denoising_loss, main, training_memory, training_step
+from mrtutor.train import LAM_GRID, RECIPES, denoising_loss, main, training_memory, training_peak_memory, training_step
 
 TINY = ["--tier", "quick", "--features", "8", "--layers", "3", "--iterations", "1", "--quiet"]
 
@@ -338,3 +338,21 @@ def test_fixed_masks_keep_each_slice_s_mask_across_epochs(dirs, monkeypatch, fix
     first, second = seen  # one batch of the four slices per epoch, in shuffled order
     assert len(set(first)) == 4  # one mask per slice, not one for all
     assert (first == second) == fixed
+
+
+def test_training_peak_memory_holds_the_graph_and_grows_with_the_unrolled_depth(monkeypatch):
+    from mrtutor import data
+    from mrtutor.modl import modl
+
+    monkeypatch.setenv("MRTUTOR_MODE", "quick")
+    batch = next(iter(torch.utils.data.DataLoader(
+        data.demo_dataset("train", mask_fn="variable_density_2d", acceleration=4, progress=False), batch_size=1)))
+    recipe, peaks = RECIPES["modl"], {}
+    for k in (1, 3):
+        torch.manual_seed(0)
+        model = modl(iterations=k, features=8).train()
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        peaks[k] = training_peak_memory(recipe, model, batch)
+        # the step allocates every saved tensor except the weights, which exist before it
+        assert peaks[k] >= training_memory(recipe, model, batch) - weights > 0
+    assert peaks[3] > 1.5 * peaks[1]  # measured: 1.9x (the gradients and Adam do not grow with K)
