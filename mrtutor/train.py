@@ -168,7 +168,6 @@ def training_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     return held
 
 
-
 def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     """Bytes by which memory rises at the peak of one whole ``training_step`` (forward, backward,
     Adam's update), measured on a second step so that Adam's state already exists; the step's own
@@ -178,6 +177,7 @@ def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     step()
     optimiser.zero_grad(set_to_none=True)
     return evaluate.peak_memory(step, batch["kspace"].device)
+
 
 # The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
 LAM_GRID = tuple(float(v) for v in torch.logspace(-3, 1, 13))
