@@ -1,8 +1,9 @@
 """Regenerate ``data_scripts/colin27_t1_1mm.npz`` from Debian's ``mricron-data`` package.
 
 The committed file is a derived, compressed copy of the Colin27 single-subject T1 head that
-``mrtutor.data`` uses for the demo dataset: the whole head (scalp, skull, brain) from ``ch2.nii.gz``
-and the brain mask from ``ch2bet.nii.gz`` (MRIcron's brain-extracted version on the same 1 mm grid).
+``mrtutor.data.load_head`` (``mrtutor/data/anatomy.py``) reads for the demo dataset: the whole head
+(scalp, skull, brain) from ``ch2.nii.gz`` and the brain mask from ``ch2bet.nii.gz`` (MRIcron's
+brain-extracted version on the same 1 mm grid).
 The head matters: a brain alone on an exactly zero background flatters total-variation
 reconstruction far beyond what real scans show. Derivation, all deterministic:
 

@@ -2,7 +2,8 @@
 
 Offline: the anatomy comes from the nilearn wheel (MNI152 2009a) and the committed Colin27 volume
 (``data_scripts/colin27_t1_1mm.npz``). The files go to ``$MRTUTOR_DATA`` (default
-``~/.cache/mrtutor``) or ``--root``; see ``mrtutor/data.py`` for the simulation and the layout.
+``~/.cache/mrtutor``) or ``--root``; see ``mrtutor/data/demo.py`` for the simulation and the
+files, ``mrtutor/data/__init__.py`` for the layout of the samples.
 
     python data_scripts/make_demo_data.py --tier demo
 """

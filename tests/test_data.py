@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import pickle
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from scipy import ndimage
 import torch
 
 from mrtutor import config, data
+from mrtutor.data.anatomy import _choose
 from mrtutor.fft import fft2c
 from mrtutor.sense import Sense
 
@@ -79,6 +81,51 @@ def test_build_is_offline_deterministic_and_complete(offline_build, tmp_path):
     other = data.build_demo_data(TIER, seed=1, root=tmp_path)
     assert _array_hashes(other) != _array_hashes(again)
     assert not list(tmp_path.glob(".*tmp*")), "temporary build directories were left behind"
+
+
+# The sha256 of the quick tier's manifest (seed 0): the hash of every file's arrays.
+QUICK_SHA256 = "032adc77ca0b9521009d804d8f5e36bd13da5edd2a0035728f7554eeb90450fd"
+CHANGED = (
+    "the simulation changed: the demo dataset no longer has the same bytes. If that is meant, bump "
+    "mrtutor.data.VERSION, retrain the checkpoints (python -m mrtutor.train) and update this hash; "
+    "otherwise undo the change."
+)
+
+
+def test_quick_tier_bytes_are_unchanged(offline_build):
+    directory, _ = offline_build
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["sha256"] == QUICK_SHA256, f"quick tier sha256 {manifest['sha256']}: {CHANGED}"
+
+
+def _checkpoint_dataset_hashes() -> dict:
+    """``dataset_sha256`` of every checkpoint record trained on the demo tier of the demo dataset."""
+    hashes = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["config"].get("tier") == "demo" and not record["config"].get("modl_data"):
+            hashes[path.name] = record["dataset_sha256"]
+    return hashes
+
+
+def test_demo_tier_bytes_match_the_checkpoints(tmp_path, monkeypatch):
+    """The demo tier (about 25 s, 1.1 GB, deleted afterwards) is the dataset the checkpoints were trained on."""
+    recorded = _checkpoint_dataset_hashes()
+    assert recorded, "no checkpoint record of the demo tier in checkpoints/"
+    assert len(set(recorded.values())) == 1, f"the checkpoints were trained on different demo datasets: {recorded}"
+    (expected,) = set(recorded.values())
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path))
+    monkeypatch.setattr(socket.socket, "connect", _refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", _refuse)
+    try:
+        directory = data.build_demo_data("demo", seed=0)
+        assert directory.parent == tmp_path
+        manifest = json.loads((directory / "manifest.json").read_text())
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert manifest["sha256"] == expected, (
+        f"demo tier sha256 {manifest['sha256']}, the checkpoints' dataset_sha256 {expected}: {CHANGED}"
+    )
 
 
 def test_files_have_the_fastmri_multicoil_layout(offline_build):
@@ -182,7 +229,7 @@ def test_splits_are_disjoint_slabs(offline_build):
     demo = config.settings("demo")["demo_slices"]
     assert demo["train"] >= 300 and demo["val"] >= 50 and demo["test"] >= 50
     for split in data.SPLITS:
-        data._choose([r for r in rows if r["split"] == split], demo[split], split)
+        _choose([r for r in rows if r["split"] == split], demo[split], split)
     # The built files: slice ids of different splits never coincide.
     ids = {}
     for split in data.SPLITS:
