@@ -30,6 +30,22 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def check_batched(x, name: str) -> None:
+    """TypeError unless ``x`` is a tensor with a batch dimension, (B, ...)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise TypeError(f"{name} must be a batched tensor (B, ...), got {getattr(x, 'shape', type(x))}")
+
+
+def check_bound(name: str, value, low, strict: bool = False) -> None:
+    """ValueError unless ``value >= low`` (``value > low`` when ``strict``), for a solver setting.
+
+    Written as ``not value >= low`` so that NaN fails too. Shared by the solvers here and in
+    ``mrtutor.deq`` and by the models built on them.
+    """
+    if not (value > low if strict else value >= low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
+
+
 @dataclass
 class CGInfo:
     """What a CG run did: iterations per sample, and the relative residual history (iters+1, B)."""
@@ -66,12 +82,9 @@ def conjugate_gradient(
     Returns:
         x (B, ...), and ``CGInfo`` when ``return_info``.
     """
-    if not isinstance(rhs, torch.Tensor) or rhs.dim() < 1:
-        raise TypeError(f"rhs must be a batched tensor (B, ...), got {getattr(rhs, 'shape', type(rhs))}")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    check_batched(rhs, "rhs")
+    check_bound("max_iter", max_iter, 0)
+    check_bound("tol", tol, 0)
     if not torch.isfinite(rhs).all():
         raise ValueError("rhs contains NaN or Inf")
     if x0 is None:

@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from mrtutor.cg import check_batched, check_bound
+
 Map = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -164,14 +166,10 @@ def fixed_point(
     Returns:
         (x, info): the last f(x_k), which meets the tolerance when converged, and a ``FixedPointInfo``.
     """
-    if not isinstance(x0, torch.Tensor) or x0.dim() < 1:
-        raise TypeError(f"x0 must be a batched tensor (B, ...), got {getattr(x0, 'shape', type(x0))}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    if anderson < 0:
-        raise ValueError(f"anderson (history size) must be >= 0, got {anderson}")
+    check_batched(x0, "x0")
+    check_bound("max_iter", max_iter, 1)
+    check_bound("tol", tol, 0)
+    check_bound("anderson (history size)", anderson, 0)
     if not 0 < beta <= 1:
         raise ValueError(f"beta must be in (0, 1], got {beta}")
     info = FixedPointInfo(tol=tol, name=name)
@@ -237,15 +235,12 @@ class DeepEquilibrium:
         self.strict = strict
         self.last_forward_info: FixedPointInfo | None = None
         self.last_backward_info: FixedPointInfo | None = None
-        for label, value in (("max_iter", self.max_iter), ("backward_max_iter", self.backward_max_iter)):
-            if value < 1:
-                raise ValueError(f"{label} must be >= 1, got {value}")
-        for label, value in (("tol", self.tol), ("backward_tol", self.backward_tol)):
-            if not value >= 0:
-                raise ValueError(f"{label} must be >= 0, got {value}")
-        for label, value in (("anderson", self.anderson), ("backward_anderson", self.backward_anderson)):
-            if value < 0:
-                raise ValueError(f"{label} (history size) must be >= 0, got {value}")
+        check_bound("max_iter", self.max_iter, 1)
+        check_bound("backward_max_iter", self.backward_max_iter, 1)
+        check_bound("tol", self.tol, 0)
+        check_bound("backward_tol", self.backward_tol, 0)
+        check_bound("anderson (history size)", self.anderson, 0)
+        check_bound("backward_anderson (history size)", self.backward_anderson, 0)
 
     def __call__(self, f: Map, x0: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -82,6 +82,13 @@ def _rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _check_power(power, minimum: float) -> float:
+    """The density exponent of the variable-density masks: a finite real >= ``minimum``."""
+    if not (isinstance(power, numbers.Real) and math.isfinite(power) and power >= minimum):
+        raise ValueError(f"power must be a finite number >= {minimum:g}, got {power!r}")
+    return power
+
+
 def _check_block(block, shape: tuple[int, int], name: str) -> tuple[int, int]:
     if not isinstance(block, (tuple, list)) or len(block) != 2 or not all(_is_int(n) for n in block):
         raise ValueError(f"{name} must be a pair of ints (h, w), got {block!r}")
@@ -143,12 +150,15 @@ def _to_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
 
 
-def _with_calib(shape: tuple[int, int], calib) -> tuple[np.ndarray, tuple[int, int]]:
-    """Zero mask with its fully sampled centre block set; ``calib=None`` picks the default."""
+def _with_calib(shape: tuple[int, int], calib, accel: float) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Zero (H, W) mask with its fully sampled centre block set (``calib=None`` picks the default),
+    the block (h, w), and the number of samples ``accel`` asks for, checked to leave room for it."""
     calib = _default_calib(shape) if calib is None else _check_block(calib, shape, "calib")
     mask = np.zeros(shape, dtype=bool)
     mask[_centred_slice(shape[0], calib[0]), _centred_slice(shape[1], calib[1])] = True
-    return mask, calib
+    count = _target_count(mask.size, accel)
+    _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
+    return mask, calib, count
 
 
 # ---------------------------------------------------------------------------- 2-D random masks
@@ -180,11 +190,8 @@ def variable_density_2d(shape, acceleration: float, seed, *, calib=None, power: 
     shape = _check_shape(shape)
     accel = _check_acceleration(acceleration)
     rng = _rng(seed)
-    if not (isinstance(power, numbers.Real) and math.isfinite(power) and power >= 0):
-        raise ValueError(f"power must be a finite number >= 0, got {power!r}")
-    mask, calib = _with_calib(shape, calib)
-    count = _target_count(mask.size, accel)
-    _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
+    power = _check_power(power, 0)
+    mask, calib, count = _with_calib(shape, calib, accel)
 
     free = np.flatnonzero(~mask)
     density = np.clip(1.0 - _normalised_radius(shape).ravel()[free] / math.sqrt(2.0), 0.0, None) ** power
@@ -232,15 +239,12 @@ def radial_view_ordering(
     shape = _check_shape(shape)
     accel = _check_acceleration(acceleration)
     rng = _rng(seed)
-    if not (isinstance(power, numbers.Real) and math.isfinite(power) and power >= 1):
-        raise ValueError(f"power must be a finite number >= 1, got {power!r}")
+    power = _check_power(power, 1)
     if points_per_spoke is None:
         points_per_spoke = max(2, max(shape) // 8)
     elif not (_is_int(points_per_spoke) and points_per_spoke >= 1):
         raise ValueError(f"points_per_spoke must be an int >= 1 or None, got {points_per_spoke!r}")
-    mask, calib = _with_calib(shape, calib)
-    count = _target_count(mask.size, accel)
-    _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
+    mask, calib, count = _with_calib(shape, calib, accel)
 
     height, width = shape
     flat = mask.ravel()
@@ -311,9 +315,7 @@ def poisson_disc(shape, acceleration: float, seed, *, calib=None) -> torch.Tenso
     shape = _check_shape(shape)
     accel = _check_acceleration(acceleration, minimum=2.0)
     rng = _rng(seed)
-    calib_mask, calib = _with_calib(shape, calib)
-    count = _target_count(calib_mask.size, accel)
-    _check_fits(calib[0] * calib[1], count, "calib", calib, accel)
+    calib_mask, calib, count = _with_calib(shape, calib, accel)
 
     # Imported here: sigpy brings numba, whose import costs about 2 s that the other masks need not pay.
     from sigpy.mri.samp import _poisson as _poisson_sampler
@@ -399,8 +401,9 @@ def random_pixels(shape, fraction: float, seed) -> torch.Tensor:
 # ---------------------------------------------------------------------------- 1-D column masks
 
 
-def _centre_columns(width: int, accel: float, center_fraction) -> tuple[np.ndarray, int]:
-    """Column mask with its fully sampled centre set, and the total number of columns to sample."""
+def _centre_columns(width: int, accel: float, center_fraction) -> tuple[np.ndarray, np.ndarray, int]:
+    """Column mask (W,) with its fully sampled centre set, the indices of the columns outside the
+    centre, and how many of those to sample so that ``accel`` is met."""
     if center_fraction is None:
         center_fraction = 0.32 / accel
     elif not isinstance(center_fraction, numbers.Real) or isinstance(center_fraction, bool):
@@ -412,7 +415,7 @@ def _centre_columns(width: int, accel: float, center_fraction) -> tuple[np.ndarr
     _check_fits(num_low, count, "center_fraction", center_fraction, accel)
     columns = np.zeros(width, dtype=bool)
     columns[_centred_slice(width, num_low)] = True
-    return columns, count
+    return columns, np.flatnonzero(~columns), count - num_low
 
 
 def _expand_columns(columns: np.ndarray, height: int) -> torch.Tensor:
@@ -442,9 +445,8 @@ def column_random(shape, acceleration: float, seed, *, center_fraction=None) -> 
     height, width = _check_shape(shape)
     accel = _check_acceleration(acceleration)
     rng = _rng(seed)
-    columns, count = _centre_columns(width, accel, center_fraction)
-    outer = np.flatnonzero(~columns)
-    columns[rng.choice(outer, count - (width - outer.size), replace=False)] = True
+    columns, outer, needed = _centre_columns(width, accel, center_fraction)
+    columns[rng.choice(outer, needed, replace=False)] = True
     return _expand_columns(columns, height)
 
 
@@ -470,9 +472,7 @@ def column_equispaced(shape, acceleration: float, seed, *, center_fraction=None)
     height, width = _check_shape(shape)
     accel = _check_acceleration(acceleration)
     rng = _rng(seed)
-    columns, count = _centre_columns(width, accel, center_fraction)
-    outer = np.flatnonzero(~columns)
-    needed = count - (width - outer.size)
+    columns, outer, needed = _centre_columns(width, accel, center_fraction)
     if needed > 0:
         spacing = outer.size / needed
         positions = np.floor(rng.uniform(0.0, spacing) + spacing * np.arange(needed)).astype(np.int64)

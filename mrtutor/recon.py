@@ -79,6 +79,33 @@ def _check_weight(lam, like: torch.Tensor, name: str = "lam") -> torch.Tensor:
     return value.expand(batch).reshape(batch, 1, 1)
 
 
+def _start(op, y: torch.Tensor, lam, count, count_name: str) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The preamble of the iterative reconstructions: check ``op`` and the iteration ``count``, start
+    the clock, and compute A^H y.
+
+    Returns:
+        (start time, A^H y (B, H, W), lam as a (B, 1, 1) real tensor).
+    """
+    _check_op(op)
+    _check_count(count, count_name)
+    start = time.perf_counter()
+    rhs = op.adjoint(y)
+    return start, rhs, _check_weight(lam, rhs)
+
+
+def _finish(x: torch.Tensor, return_info: bool, start: float, iterations, history: dict[str, list[torch.Tensor]]):
+    """x (B, H, W), or (x, ``ReconInfo``) when ``return_info``.
+
+    ``history`` maps a name to its per-iteration (B,) tensors, stacked to (iterations, B); empty lists
+    (no iteration run) are left out.
+    """
+    if not return_info:
+        return x
+    _sync(x.device)
+    elapsed = time.perf_counter() - start  # before stacking, which is bookkeeping, not reconstruction
+    return x, ReconInfo(iterations, elapsed, {k: torch.stack(v) for k, v in history.items() if v})
+
+
 def _norm(x: torch.Tensor) -> torch.Tensor:
     """Per-sample Euclidean norm: (B, ...) -> (B,)."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
@@ -159,16 +186,9 @@ def cg_sense(op, y: torch.Tensor, lam=1e-2, max_iter: int = 30, tol: float = 1e-
     Returns:
         x (B, H, W), and ``ReconInfo`` when ``return_info``.
     """
-    _check_op(op)
-    _check_count(max_iter, "max_iter")
-    start = time.perf_counter()
-    rhs = op.adjoint(y)
-    lam = _check_weight(lam, rhs)
+    start, rhs, lam = _start(op, y, lam, max_iter, "max_iter")
     x, cg_info = conjugate_gradient(lambda v: op.normal(v) + lam * v, rhs, max_iter=max_iter, tol=tol, return_info=True)
-    if not return_info:
-        return x
-    _sync(x.device)
-    return x, ReconInfo(cg_info.iterations, time.perf_counter() - start, {"residual": cg_info.residual_history})
+    return _finish(x, return_info, start, cg_info.iterations, {"residual": cg_info.residuals})
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -245,11 +265,7 @@ def tv(
     Returns:
         x (B, H, W), and ``ReconInfo`` when ``return_info``.
     """
-    _check_op(op)
-    _check_count(n_iter, "n_iter")
-    start = time.perf_counter()
-    x = op.adjoint(y)
-    lam = _check_weight(lam, x)
+    start, x, lam = _start(op, y, lam, n_iter, "n_iter")
     if not step_ratio > 0:
         raise ValueError(f"step_ratio must be > 0, got {step_ratio!r}")
     norm_sq = power_iteration(lambda v: op.normal(v) + image_gradient_adjoint(image_gradient(v)), _random_image(x))
@@ -280,10 +296,7 @@ def tv(
             history["rel_change"].append(rel_change)
         if tol > 0 and bool((rel_change < tol).all()):
             break
-    if not return_info:
-        return x
-    _sync(x.device)
-    return x, ReconInfo(iterations, time.perf_counter() - start, {k: torch.stack(v) for k, v in history.items() if v})
+    return _finish(x, return_info, start, iterations, history)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -427,11 +440,7 @@ def l1_wavelet(
     Returns:
         x (B, H, W), and ``ReconInfo`` when ``return_info``.
     """
-    _check_op(op)
-    _check_count(n_iter, "n_iter")
-    start = time.perf_counter()
-    rhs = op.adjoint(y)
-    lam = _check_weight(lam, rhs)
+    start, rhs, lam = _start(op, y, lam, n_iter, "n_iter")
     transform = Wavelet(tuple(rhs.shape[-2:]), wavelet, levels)
     detail = transform.detail_mask(rhs.device)
     lipschitz = _LIPSCHITZ_MARGIN * power_iteration(op.normal, _random_image(rhs))
@@ -457,10 +466,7 @@ def l1_wavelet(
             history["rel_change"].append(rel_change)
         if tol > 0 and bool((rel_change < tol).all()):
             break
-    if not return_info:
-        return x
-    _sync(x.device)
-    return x, ReconInfo(iterations, time.perf_counter() - start, {k: torch.stack(v) for k, v in history.items() if v})
+    return _finish(x, return_info, start, iterations, history)
 
 
 # --------------------------------------------------------------------------------------------- #
