@@ -27,8 +27,12 @@ test: setup
 # The website in book/_build/html: vendors MathJax, RequireJS and the widget manager the first time
 # (npm), builds the demo data if missing, executes every chapter in MRTUTOR_MODE (default demo)
 # with a per-tier execution cache, and fails if a page would load anything from the internet.
-book: setup
+book: setup checkpoints/README.md
 	$(PY) book/build.py
+
+# The table of every checkpoint's record (name, recipe, command, epochs, time, device, validation score).
+checkpoints/README.md: $(wildcard checkpoints/*.json) mrtutor/checkpoints.py | setup
+	$(PY) -m mrtutor.checkpoints
 
 # Screenshots of the front page and chapter 1 in headless Chromium (installed from Debian when
 # missing) in book/_build/screenshots/; fails if a page requests anything from the internet.

@@ -15,11 +15,14 @@ sharing, "WS"). The Table II variants change one ingredient each:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from mrtutor.cg import solve_normal, steepest_descent_dc
 from mrtutor.fft import channels_to_complex, complex_to_channels
+from mrtutor.recipes import Option, Recipe, complex_mse, register
 from mrtutor.sense import Sense
 
 # Noise levels of the ten pre-trained denoisers of CG-PD-NS (paper, Sec. IV-A), used from the
@@ -202,3 +205,70 @@ def cg_pd_ns(layers: int = 5, features: int = 64, lam: float = 0.05, cg_iters: i
                  learn_lam=False, cg_iters=cg_iters)
     model.noise_levels = tuple(float(s) for s in noise_levels)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# How these models are trained (``python -m mrtutor.train modl|cg_et_ns|sd_et_ws|cg_pd_ns``)
+# ---------------------------------------------------------------------------------------------
+
+def denoising_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Pre-trained denoisers (CG-PD-NS): denoiser k learns to remove complex Gaussian noise of
+    standard deviation ``model.noise_levels[k]`` (E|n|^2 = sigma^2) from the reference images. The
+    sum of the ten independent losses trains the ten denoisers at once."""
+    target = batch["target"]
+    losses = [complex_mse(denoiser(target + sigma * torch.randn_like(target)), target)
+              for denoiser, sigma in zip(model.denoisers, model.noise_levels)]
+    return torch.stack(losses).sum()
+
+
+# The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
+LAM_GRID = tuple(float(v) for v in torch.logspace(-3, 1, 13))
+
+
+@torch.no_grad()
+def tune_lam(model: MoDL, validation_psnr) -> dict:
+    """Set the fixed lam of ``model`` to the value of ``LAM_GRID`` with the best ``validation_psnr()``;
+    return the score of every value tried and the lam chosen, for the record."""
+    scores = {}
+    for lam in LAM_GRID:
+        model.log_lam.fill_(math.log(lam))
+        scores[f"{lam:.4g}"] = validation_psnr()
+    best = max(scores, key=scores.get)
+    model.log_lam.fill_(math.log(float(best)))
+    print(f"tuned lam = {model.lam.item():.4g} (validation PSNR {scores[best]:.2f} dB)")
+    return {"lam_tuning": {"validation_psnr": scores, "lam": model.lam.item()}}
+
+
+@torch.no_grad()
+def copy_denoiser(model: MoDL, source: nn.Module) -> None:
+    """MoDL's two-step schedule: the K = 1 weights of ``source`` start a K = 10 (or unshared) model.
+    The shared denoiser is copied into every denoiser of ``model``, and lam is copied."""
+    if not isinstance(source, MoDL):
+        raise ValueError(f"--init: expected a MoDL checkpoint, got a {type(source).__name__}")
+    model.log_lam.copy_(source.log_lam)
+    for target in model.denoisers:
+        target.load_state_dict(source.denoisers[0].state_dict())
+
+
+MODL_OPTIONS = (
+    Option("iterations", int, "unrolled iterations K", default=10, bound="> 0"),
+    Option("layers", int, "convolution layers of each denoiser", default=5, bound="> 0"),
+    Option("features", int, "filters per layer", default=64, bound="> 0"),
+    Option("lam", float, "initial lam (CG-PD-NS: the fixed lam until it is tuned)", default=0.05, bound="> 0"),
+    Option("cg_iters", int, "CG iterations of each data-consistency solve", default=10, bound="> 0"),
+    Option("output_scale", float, f"initial gamma of the denoiser's last batch norm (default {OUTPUT_SCALE}; "
+           "PyTorch's is 1)", bound="> 0"),
+)
+
+
+def _without(*names: str) -> tuple[Option, ...]:
+    return tuple(option for option in MODL_OPTIONS if option.name not in names)
+
+
+register(Recipe("modl", modl, "MoDL (CG-ET-WS): shared denoiser, CG data consistency", MODL_OPTIONS,
+                init=copy_denoiser))
+register(Recipe("cg_et_ns", cg_et_ns, "CG-ET-NS: one denoiser per iteration", MODL_OPTIONS, init=copy_denoiser))
+register(Recipe("sd_et_ws", sd_et_ws, "SD-ET-WS: shared denoiser, steepest-descent DC", _without("cg_iters"),
+                init=copy_denoiser))
+register(Recipe("cg_pd_ns", cg_pd_ns, "CG-PD-NS: ten Gaussian denoisers, hand-tuned lam", _without("iterations"),
+                loss=denoising_loss, finish=tune_lam))

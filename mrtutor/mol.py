@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrtutor.cg import solve_normal
-from mrtutor.deq import DeepEquilibrium, FixedPointInfo
+from mrtutor.cg import check_bound, solve_normal
+from mrtutor.deq import DeepEquilibrium, DEQConvergenceWarning, FixedPointInfo
 from mrtutor.fft import channels_to_complex, complex_to_channels
-from mrtutor.modl import register_log_lam
+from mrtutor.modl import MoDL, register_log_lam
+from mrtutor.recipes import Option, Recipe, complex_mse, register
 from mrtutor.sense import Sense
 
 
@@ -435,16 +436,12 @@ class MOL(nn.Module):
         super().__init__()
         _check_m(m)
         alpha = alpha_bound(m) if alpha is None else alpha
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        if not lam > 0:
-            raise ValueError(f"lam must be > 0, got {lam}")
-        if cg_iters < 1:
-            raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
-        if not lipschitz_weight >= 0:
-            raise ValueError(f"lipschitz_weight must be >= 0, got {lipschitz_weight}")
-        if lipschitz_steps < 0:
-            raise ValueError(f"lipschitz_steps must be >= 0, got {lipschitz_steps}")
+        check_bound("alpha", alpha, 0, strict=True)
+        check_bound("lam", lam, 0, strict=True)
+        check_bound("cg_iters", cg_iters, 1)
+        check_bound("lipschitz_weight", lipschitz_weight, 0)
+        check_bound("lipschitz_steps", lipschitz_steps, 0)
+        check_bound("tol", tol, 0)
         self.net = MOLNet() if net is None else net
         self.m = float(m)
         self._alpha = float(alpha)
@@ -453,8 +450,6 @@ class MOL(nn.Module):
         self.lipschitz_weight = float(lipschitz_weight)
         self.lipschitz_target = lipschitz_target
         self.lipschitz_steps = lipschitz_steps
-        if not tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {tol}")
         self.tol = float(tol)
         backward_tol = self.tol if backward_tol is None else backward_tol
         self.solver = DeepEquilibrium(max_iter, alpha * self.tol, anderson, backward_max_iter, alpha * backward_tol,
@@ -515,7 +510,7 @@ class MOL(nn.Module):
         return x
 
     def lipschitz_loss(self, x_star: torch.Tensor, n_steps: int | None = None, eps: float = 1e-2) -> torch.Tensor:
-        """The Lipschitz term of eq. 8 for the training loss (``mrtutor.train.mol_penalty``).
+        """The Lipschitz term of eq. 8 for the training loss (``mol_penalty``).
 
         Estimates the local Lipschitz constant of H at the (detached) fixed point ``x_star`` by
         ``lipschitz_estimate`` and returns ``lipschitz_penalty`` with this model's weight and target
@@ -555,3 +550,75 @@ def mol_sn(layers: int = 5, features: int = 64, m: float = 0.1, margin: float = 
         raise ValueError(f"margin must be in [0, 1), got {margin}")
     net = MOLNet(layers, features, spectral_bound=(1 - margin) * (1 - m), spectral_iters=spectral_iters)
     return MOL(net, m=m, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# How MOL is trained (``python -m mrtutor.train mol_lr|mol_sn|mol_unconstrained``)
+# ---------------------------------------------------------------------------------------------
+
+def mol_loss(model: MOL, batch: dict) -> torch.Tensor:
+    """MOL (eq. 8), its first term: the error of the fixed point. The second, the Lipschitz term of
+    H there, is ``mol_penalty``; ``training_step`` backpropagates it after this one."""
+    out = model(batch["kspace"], batch["maps"], batch["mask"])
+    return complex_mse(out, batch["target"])
+
+
+def mol_penalty(model: MOL, batch: dict) -> torch.Tensor:
+    """Eq. 8's Lipschitz term l(f*) at the fixed point of the model's last forward pass. Its weight
+    is zero for MOL-SN and the unconstrained MOL, whose estimate is still recorded (Fig. 2a).
+
+    Eq. 8 adds l(f*) to a squared error summed over the pixels; with the error averaged over the
+    pixels, as every recipe here does, the term is divided by the pixel count to keep eq. 8's balance.
+    """
+    x_star = model.last_fixed_point
+    return model.lipschitz_loss(x_star) / x_star[0].numel()
+
+
+def mol_monitor(model: MOL) -> dict[str, float]:
+    """What a MOL step did: fixed-point iterations (forward, and backward after a training step),
+    the share of samples whose forward solve converged, and H's Lipschitz estimate when one was made."""
+    forward = model.last_forward_info
+    stats = {"forward_iterations": float(forward.iterations),
+             "forward_converged": forward.converged.float().mean().item()}
+    if model.training and model.last_backward_info is not None:
+        stats["backward_iterations"] = float(model.last_backward_info.iterations)
+    if model.training and model.last_lipschitz is not None:
+        stats["lipschitz"] = model.last_lipschitz.mean().item()
+    return stats
+
+
+@torch.no_grad()
+def warm_start(model: MOL, source: nn.Module) -> None:
+    """Start a MOL with a residual H from a trained MoDL: its denoiser with the batch norms folded
+    (``MOLNet.load_denoiser``), and lam = 1 / MoDL's lam (MOL weighs the data term, MoDL the prior),
+    so that at alpha = 1 the iteration of eq. 5 is MoDL's."""
+    if not isinstance(source, MoDL):
+        raise ValueError(f"--init: expected a MoDL checkpoint, got a {type(source).__name__}")
+    model.net.load_denoiser(source.denoisers[0])
+    model.log_lam.copy_(-source.log_lam)
+
+
+MOL_OPTIONS = (
+    Option("layers", int, "convolution layers of H", default=5, bound="> 0"),
+    Option("features", int, "filters per layer", default=64, bound="> 0"),
+    Option("lam", float, "initial lam (default: the builder's; MOL's lam is 1 / MoDL's)", bound="> 0"),
+    Option("cg_iters", int, "CG iterations of each solve with Q", default=10, bound="> 0"),
+    Option("m", float, "monotonicity m of I - H (Lip(H) < 1 - m)", bound="in (0, 1)"),
+    Option("alpha", float, "step of eq. 5 (default 2m / (2 - m)^2, Prop. 2.3); the fixed point does not depend on it",
+           bound="> 0", optional=True),
+    Option("max_iter", int, "cap of the fixed-point iterations", bound="> 0"),
+    Option("tol", float, "relative tolerance of the fixed point (on ||Q^-1 G(x)|| / ||x||, see MOL)", bound=">= 0"),
+    Option("anderson", int, "Anderson history (0: plain iteration)", bound=">= 0"),
+    Option("backward_max_iter", int, "cap of the backward fixed point", bound="> 0", optional=True),
+    Option("lipschitz_steps", int, "gradient-ascent steps of each Lipschitz estimate (default 10)", bound=">= 0"),
+)
+_RESIDUAL = Option("residual", bool, "H(x) = x + CNN(x), needed for --init from a MoDL checkpoint")
+_TRAINING = dict(loss=mol_loss, penalty=mol_penalty, monitor=mol_monitor, bf16=False, quiet=(DEQConvergenceWarning,))
+
+register(Recipe("mol_lr", mol_lr, "MOL-LR: Lipschitz penalty on H (eqs. 7-8)", MOL_OPTIONS + (
+    Option("lipschitz_weight", float, "weight of l(f*) in eq. 8", bound=">= 0"),
+    Option("lipschitz_target", float, "penalise only Lipschitz estimates above this (e.g. 1 - m)", optional=True),
+    _RESIDUAL), init=warm_start, **_TRAINING))
+register(Recipe("mol_sn", mol_sn, "MOL-SN: spectrally normalised H", MOL_OPTIONS, **_TRAINING))
+register(Recipe("mol_unconstrained", mol_unconstrained, "MOL with an unconstrained H (diverges in the paper)",
+                MOL_OPTIONS + (_RESIDUAL,), init=warm_start, **_TRAINING))

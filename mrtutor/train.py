@@ -1,24 +1,36 @@
-"""Training command: ``python -m mrtutor.train RECIPE --name NAME [options]``.
+"""Training command: ``python -m mrtutor.train RECIPE --name NAME [options]``, on one process or many.
 
-Every checkpoint in ``checkpoints/`` comes from this command. A run keeps its resumable state in
-``runs/<name>/state.pt`` (written atomically after every epoch: model, optimiser, scheduler, epoch,
-history, random state), so an interrupted run continues where it stopped when started again with
-the same command. When the last epoch is done it writes ``checkpoints/<name>.pt`` and its JSON
-record (command, config, dataset hash, git commit, time, device, metrics, learning curves).
+Every checkpoint in ``checkpoints/`` comes from this command. The recipes (``mrtutor.recipes``) are
+declared by the method modules: ``python -m mrtutor.train --help`` lists them, and
+``python -m mrtutor.train RECIPE --help`` gives a recipe's own options beside the shared ones. This
+module is the loop they share: data, Adam with a cosine schedule, validation, resumable state,
+mixed precision, devices, processes, and the checkpoint with its record.
 
-Recipes (see ``RECIPES``): ``modl`` (MoDL, CG-ET-WS), ``cg_et_ns``, ``sd_et_ws`` are trained end to
-end on the reconstruction error; ``cg_pd_ns`` trains its ten denoisers on Gaussian noise alone (one
-noise level each) and then tunes its fixed lam on the validation split. ``mol_lr``, ``mol_sn`` and
-``mol_unconstrained`` train MOL (``mrtutor.mol``) with implicit gradients; every epoch's record
-adds the fixed-point iterations, the share of converged solves and the Lipschitz estimate of H
-(the curves of the MOL paper's Fig. 2).
+A run keeps its resumable state in ``runs/<name>/state.pt`` (written atomically after every epoch:
+model, optimiser, scheduler, epoch, history, random state), so an interrupted run continues where it
+stopped when started again with the same command. When the last epoch is done it writes
+``checkpoints/<name>.pt`` and its JSON record (command, config, dataset hash, git commit, time,
+device, metrics, learning curves).
+
+Several processes, on one machine or many, train one model with PyTorch's DistributedDataParallel
+when started by ``torchrun``::
+
+    torchrun --nproc_per_node=4 -m mrtutor.train modl --name NAME ...            # one machine, 4 GPUs
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d \
+             --rdzv-endpoint=HOST:29500 -m mrtutor.train modl --name NAME ...     # on each of two machines
+
+NCCL connects GPUs, gloo CPU processes. ``--batch-size`` is the global batch, split evenly over the
+processes, and a ``DistributedSampler`` deals each process its share of the same shuffled order a
+single process would use, so N processes take the steps that one process with the whole batch would
+take. Process 0 validates and writes the state, the checkpoint and the record; resuming works the
+same with any number of processes. Batch norm (MoDL's denoisers) is synchronised across GPUs; gloo
+has no synchronised batch norm, so on CPU each process normalises by its own share of the batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -26,113 +38,40 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from mrtutor import checkpoints, config, evaluate
-from mrtutor.deq import DEQConvergenceWarning
+from mrtutor import checkpoints, config, evaluate, recipes
 from mrtutor.metrics import psnr
+from mrtutor.recipes import Recipe, complex_mse
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 
 
-def complex_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of complex images: mean |output - target|^2."""
-    return (output - target).abs().pow(2).mean()
+class TrainingObjective(nn.Module):
+    """A recipe's loss plus its penalty as one module, so that DistributedDataParallel sees one
+    forward and one backward per step (its gradient is the same as that of the two apart)."""
 
+    def __init__(self, recipe: Recipe, model: nn.Module):
+        super().__init__()
+        self.recipe, self.model = recipe, model
 
-def reconstruction_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """End-to-end training: the error of the whole unrolled reconstruction."""
-    return complex_mse(model(batch["kspace"], batch["maps"], batch["mask"]), batch["target"])
-
-
-def denoising_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Pre-trained denoisers (CG-PD-NS): denoiser k learns to remove complex Gaussian noise of
-    standard deviation ``model.noise_levels[k]`` (E|n|^2 = sigma^2) from the reference images. The
-    sum of the ten independent losses trains the ten denoisers at once."""
-    target = batch["target"]
-    losses = [complex_mse(denoiser(target + sigma * torch.randn_like(target)), target)
-              for denoiser, sigma in zip(model.denoisers, model.noise_levels)]
-    return torch.stack(losses).sum()
-
-
-def mol_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """MOL (eq. 8), its first term: the error of the fixed point. The second, the Lipschitz term of
-    H there, is ``mol_penalty``; ``training_step`` backpropagates it after this one."""
-    out = model(batch["kspace"], batch["maps"], batch["mask"])
-    return complex_mse(out, batch["target"])
-
-
-def mol_penalty(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Eq. 8's Lipschitz term l(f*) at the fixed point of the model's last forward pass. Its weight
-    is zero for MOL-SN and the unconstrained MOL, whose estimate is still recorded (Fig. 2a).
-
-    Eq. 8 adds l(f*) to a squared error summed over the pixels; with the error averaged over the
-    pixels, as every recipe here does, the term is divided by the pixel count to keep eq. 8's balance.
-    """
-    x_star = model.last_fixed_point
-    return model.lipschitz_loss(x_star) / x_star[0].numel()
-
-
-def mol_monitor(model: nn.Module) -> dict[str, float]:
-    """What a MOL step did: fixed-point iterations (forward, and backward after a training step),
-    the share of samples whose forward solve converged, and H's Lipschitz estimate when one was made."""
-    forward = model.last_forward_info
-    stats = {"forward_iterations": float(forward.iterations),
-             "forward_converged": forward.converged.float().mean().item()}
-    if model.training and model.last_backward_info is not None:
-        stats["backward_iterations"] = float(model.last_backward_info.iterations)
-    if model.training and model.last_lipschitz is not None:
-        stats["lipschitz"] = model.last_lipschitz.mean().item()
-    return stats
-
-
-MODL_OPTIONS = ("layers", "features", "lam", "iterations", "cg_iters", "output_scale")
-MOL_OPTIONS = ("layers", "features", "lam", "cg_iters", "m", "alpha", "max_iter", "tol", "anderson", "backward_max_iter")
-
-
-@dataclass
-class Recipe:
-    """How to build and train a model of one kind."""
-
-    builder: str
-    doc: str
-    loss: Callable[[nn.Module, dict], torch.Tensor] = reconstruction_loss
-    tune_lam: bool = False  # lam is not learned: pick it on the validation split after training
-    options: tuple[str, ...] = MODL_OPTIONS  # the command-line options the builder takes
-    defaults: dict = field(default_factory=lambda: {"lam": 0.05})  # when the command line leaves them out
-    # A second loss term, built after the first one's backward pass so that their graphs never share
-    # the memory (gradients add up as for the sum): MOL's Lipschitz term.
-    penalty: Callable[[nn.Module, dict], torch.Tensor] | None = None
-    monitor: Callable[[nn.Module], dict[str, float]] | None = None  # per-step statistics to average per epoch
-    bf16: bool = True  # whether --precision bf16 makes sense (not for a fixed point solved to 1e-4)
-
-
-RECIPES: dict[str, Recipe] = {
-    "modl": Recipe("mrtutor.modl.modl", "MoDL (CG-ET-WS): shared denoiser, CG data consistency"),
-    "cg_et_ns": Recipe("mrtutor.modl.cg_et_ns", "CG-ET-NS: one denoiser per iteration"),
-    "sd_et_ws": Recipe("mrtutor.modl.sd_et_ws", "SD-ET-WS: shared denoiser, steepest-descent DC",
-                       options=("layers", "features", "lam", "iterations", "output_scale")),
-    "cg_pd_ns": Recipe("mrtutor.modl.cg_pd_ns", "CG-PD-NS: ten Gaussian denoisers, hand-tuned lam",
-                       loss=denoising_loss, tune_lam=True, options=("layers", "features", "lam", "cg_iters", "output_scale")),
-    **{f"mol_{kind}": Recipe(f"mrtutor.mol.mol_{kind}", doc, loss=mol_loss, penalty=mol_penalty,
-                             options=MOL_OPTIONS + extra, defaults={}, monitor=mol_monitor, bf16=False)
-       for kind, doc, extra in (("lr", "MOL-LR: Lipschitz penalty on H (eqs. 7-8)",
-                                 ("lipschitz_weight", "lipschitz_target", "lipschitz_steps", "residual")),
-                                ("sn", "MOL-SN: spectrally normalised H", ("lipschitz_steps",)),
-                                ("unconstrained", "MOL with an unconstrained H (diverges in the paper)",
-                                 ("lipschitz_steps", "residual")))},
-}
+    def forward(self, batch: dict) -> torch.Tensor:
+        loss = self.recipe.loss(self.model, batch)
+        if self.recipe.penalty is not None:
+            loss = loss + self.recipe.penalty(self.model, batch)
+        return loss
 
 
 def training_step(recipe: Recipe, model: nn.Module, batch: dict, optimiser: torch.optim.Optimizer,
-                  bf16: bool = False, clip_grad_norm: float | None = None) -> float:
+                  bf16: bool = False, clip_grad_norm: float | None = None,
+                  distributed: DistributedDataParallel | None = None) -> float:
     """One optimiser step on ``batch``; returns the loss (with the penalty, when the recipe has one).
 
     bf16 autocast runs the convolutions in bfloat16 (2-3x faster on CPUs with AVX512-BF16 and on
@@ -140,19 +79,31 @@ def training_step(recipe: Recipe, model: nn.Module, batch: dict, optimiser: torc
     gradient to at most that norm. Why it matters with Adam: a stage that starts far from its optimum
     (K = 10 from the K = 1 weights) has gradients 10^3 times larger at first than later, and Adam's
     second-moment estimate remembers them for thousands of steps, shrinking every later step.
+
+    On one process the penalty is built after the loss's backward pass, so the two graphs never
+    share the memory. ``distributed`` (a ``DistributedDataParallel`` around ``TrainingObjective(recipe,
+    model)``) backpropagates their sum in one pass instead, which averages the gradients over the
+    processes; it holds both graphs at once.
     """
     device_type = batch["kspace"].device.type
     optimiser.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-        loss = recipe.loss(model, batch)
-    loss.backward()
-    value = loss.item()
-    if recipe.penalty is not None:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            penalty = recipe.penalty(model, batch)
-        if penalty.requires_grad:  # a zero weight builds no graph
-            penalty.backward()
-        value += penalty.item()
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+    if distributed is not None:
+        with autocast:
+            loss = distributed(batch)
+        loss.backward()
+        value = loss.item()
+    else:
+        with autocast:
+            loss = recipe.loss(model, batch)
+        loss.backward()
+        value = loss.item()
+        if recipe.penalty is not None:
+            with autocast:
+                penalty = recipe.penalty(model, batch)
+            if penalty.requires_grad:  # a zero weight builds no graph
+                penalty.backward()
+            value += penalty.item()
     if clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     optimiser.step()
@@ -177,10 +128,6 @@ def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     step()
     optimiser.zero_grad(set_to_none=True)
     return evaluate.peak_memory(step, batch["kspace"].device)
-
-
-# The grid of CG-PD-NS's lam search (the paper tuned it "to obtain the best performance").
-LAM_GRID = tuple(float(v) for v in torch.logspace(-3, 1, 13))
 
 
 def git_commit() -> str:
@@ -222,50 +169,19 @@ def validate(model: nn.Module, loader: DataLoader, device: torch.device, monitor
     return {"loss": sum(losses) / len(losses), "psnr": scores.mean().item(), **mean_stats(stats)}
 
 
-def build_model(recipe: str, args: argparse.Namespace) -> tuple[nn.Module, dict]:
-    spec = RECIPES[recipe]
-    kwargs = {}
-    for option in spec.options:
-        value = getattr(args, option)
-        if value is None:
-            value = spec.defaults.get(option)
-        if value is not None:
-            kwargs[option] = value
-    return checkpoints.build(spec.builder, kwargs), kwargs
+def build_model(recipe: Recipe, args: argparse.Namespace) -> tuple[nn.Module, dict]:
+    """The recipe's model with the options given on the command line (and their declared defaults)."""
+    kwargs = {option.name: getattr(args, option.name) for option in recipe.options
+              if getattr(args, option.name) is not None}
+    return recipe.build(kwargs, origin="the command line"), kwargs
 
 
-def tune_lam(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Set the fixed lam of ``model`` to the value of ``LAM_GRID`` with the best validation PSNR;
-    return the validation PSNR of every value tried."""
-    scores = {}
-    for lam in LAM_GRID:
-        model.log_lam.fill_(math.log(lam))
-        scores[f"{lam:.4g}"] = validate(model, loader, device)["psnr"]
-    best = max(scores, key=scores.get)
-    model.log_lam.fill_(math.log(float(best)))
-    return scores
-
-
-def initialise_from(model: nn.Module, name: str, directory: str | None = None) -> None:
-    """Start from MoDL checkpoint ``name``: MoDL's two-step schedule (K=1 weights initialise K=10), or
-    a warm start of MOL.
-
-    A shared denoiser is copied into every denoiser of an unshared model, and lam is copied. A MOL
-    with a residual H gets the denoiser with its batch norms folded (``MOLNet.load_denoiser``) and lam
-    = 1 / MoDL's lam (MOL weighs the data term, MoDL the prior), so at alpha = 1 its iteration is MoDL's.
-    """
-    source = checkpoints.load(name, directory=directory)
-    if not hasattr(source, "denoisers"):
-        raise ValueError(f"--init {name}: expected a MoDL checkpoint, got a {type(source).__name__}")
-    if hasattr(model, "denoisers"):
-        model.log_lam.data.copy_(source.log_lam.data)
-        for target in model.denoisers:
-            target.load_state_dict(source.denoisers[0].state_dict())
-    elif hasattr(getattr(model, "net", None), "load_denoiser"):
-        model.net.load_denoiser(source.denoisers[0])
-        model.log_lam.data.copy_(-source.log_lam.data)
-    else:
-        raise ValueError(f"--init copies a MoDL denoiser; {type(model).__name__} has no place for one")
+def initialise_from(recipe: Recipe, model: nn.Module, name: str, directory: str | None = None) -> None:
+    """Start ``model`` from checkpoint ``name`` the recipe's way (``Recipe.init``): MoDL's two-step
+    schedule (K = 1 weights start K = 10), or a warm start of MOL from MoDL."""
+    if recipe.init is None:
+        raise ValueError(f"--init {name}: recipe {recipe.name} does not start from another checkpoint")
+    recipe.init(model, checkpoints.load(name, directory=directory))
 
 
 # The MoDL dataset.hdf5 has training and test slices only: the last tenth of its training slices
@@ -319,17 +235,78 @@ def set_epoch(dataset, epoch: int) -> None:
     dataset.set_epoch(epoch)
 
 
-def train(args: argparse.Namespace) -> Path:
-    config.seed_everything(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def start_processes(args: argparse.Namespace) -> tuple[int, int, torch.device]:
+    """(rank, number of processes, device) of this process. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+    it joins the process group: NCCL with one GPU per process (``LOCAL_RANK``), else gloo."""
     device = torch.device(args.device) if args.device else config.device()
-    recipe = RECIPES[args.recipe]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def from_rank_zero(value):
+    """``value`` as process 0 has it, on every process (itself when there is one process)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def load_state(path: Path, rank: int, restart: bool) -> dict | None:
+    """The saved state of the run, read by process 0 (the one that writes it) and sent to the others."""
+    return from_rank_zero(torch.load(path, map_location="cpu", weights_only=False)
+                          if rank == 0 and path.exists() and not restart else None)
+
+
+def resume(state: dict, args: argparse.Namespace, builder_kwargs: dict, path: Path) -> None:
+    """Refuse a saved state that belongs to another run or was trained with other settings."""
+    if state["args"]["recipe"] != args.recipe or state["builder_kwargs"] != builder_kwargs:
+        raise ValueError(f"{path} belongs to a different run ({state['args']}); use --restart or another --name")
+    # Options that did not exist when the state was saved count as their default, None.
+    changed = {key: (state["args"].get(key), value) for key, value in vars(args).items()
+               if key not in RESUMABLE_CHANGES and state["args"].get(key) != value}
+    if changed:
+        raise ValueError(f"{path} was trained with other settings (saved, asked): {changed}; resuming would "
+                         "mix two trainings in one record. Use --restart to start again, or another --name")
+
+
+def describe_device(device: torch.device, world: int) -> str:
+    name = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    return name if world == 1 else f"{world} processes, {name} on process 0"
+
+
+def train(args: argparse.Namespace) -> Path:
+    recipe = recipes.get(args.recipe)
     if args.precision == "bf16" and not recipe.bf16:
         raise ValueError(f"--precision bf16 does not suit {args.recipe}: its fixed point is solved to a relative "
                          "tolerance below bfloat16's resolution (about 4e-3); use fp32")
-    model, builder_kwargs = build_model(args.recipe, args)
-    train_set, val_set, data_hash = make_datasets(args)
+    rank, world, device = start_processes(args)
+    try:
+        return _train(args, recipe, rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, device: torch.device) -> Path:
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over {world} "
+                         "processes")
+    config.seed_everything(args.seed)  # the same initial weights on every process
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, builder_kwargs = build_model(recipe, args)
+    if rank == 0:  # builds the demo data on first use, once
+        train_set, val_set, data_hash = make_datasets(args)
+    from_rank_zero(None)
+    if rank != 0:
+        train_set, val_set, data_hash = make_datasets(args)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_set) // args.batch_size  # the loader drops the last, incomplete batch
@@ -337,21 +314,13 @@ def train(args: argparse.Namespace) -> Path:
         raise ValueError(f"{len(train_set)} training slices make no full batch of --batch-size {args.batch_size}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=args.epochs * steps_per_epoch,
                                                            eta_min=args.lr * args.final_lr_fraction)
-    run_dir = Path(args.run_dir) / args.name
-    state_path = run_dir / "state.pt"
+    state_path = Path(args.run_dir) / args.name / "state.pt"
     history: list[dict] = []
     start_epoch, seconds = 0, 0.0
     commits = [git_commit()]  # the code of every session that trained this run
-    if state_path.exists() and not args.restart:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["args"]["recipe"] != args.recipe or state["builder_kwargs"] != builder_kwargs:
-            raise ValueError(f"{state_path} belongs to a different run ({state['args']}); use --restart or another --name")
-        # Options that did not exist when the state was saved count as their default, None.
-        changed = {key: (state["args"].get(key), value) for key, value in vars(args).items()
-                   if key not in RESUMABLE_CHANGES and state["args"].get(key) != value}
-        if changed:
-            raise ValueError(f"{state_path} was trained with other settings (saved, asked): {changed}; resuming would "
-                             "mix two trainings in one record. Use --restart to start again, or another --name")
+    state = load_state(state_path, rank, args.restart)
+    if state is not None:
+        resume(state, args, builder_kwargs, state_path)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
@@ -361,58 +330,79 @@ def train(args: argparse.Namespace) -> Path:
         torch.set_rng_state(state["rng"])
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
         commits = list(dict.fromkeys(state["commits"] + commits))
-        print(f"resuming {args.name} at epoch {start_epoch} of {args.epochs}")
+        if rank == 0:
+            print(f"resuming {args.name} at epoch {start_epoch} of {args.epochs}")
     elif args.init:
-        initialise_from(model, args.init, args.checkpoint_dir)
+        initialise_from(recipe, model, args.init, args.checkpoint_dir)
 
-    loader_kwargs = dict(batch_size=args.batch_size, num_workers=0)
-    val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
+    distributed = None
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, as on one process
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        distributed = DistributedDataParallel(TrainingObjective(recipe, model),
+                                              device_ids=[device] if device.type == "cuda" else None)
+    # Every process sees the same shuffled order (seeded per epoch) and takes every world-th slice of it.
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=args.batch_size // world, sampler=sampler, drop_last=True, num_workers=0)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=0)
     for epoch in range(start_epoch, args.epochs):
         if not args.fixed_masks:
             set_epoch(train_set, epoch)
-        loader = DataLoader(train_set, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(args.seed + epoch),
-                            **loader_kwargs)
+        sampler.set_epoch(epoch)
+        if rank > 0:  # process 0 carries the saved random state; the others draw their own
+            torch.manual_seed(hash((args.seed, epoch, rank)) % 2**63)
         model.train()
         tic = time.perf_counter()
         losses, stats = [], []
-        bar = tqdm(loader, desc=f"{args.name} epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
-        # Solves that stop short are counted by the monitor (forward_converged) instead of warned about
-        # once per batch.
+        bar = tqdm(loader, desc=f"{args.name} epoch {epoch + 1}/{args.epochs}", leave=False,
+                   disable=args.quiet or rank > 0)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DEQConvergenceWarning)
+            for category in recipe.quiet:
+                warnings.simplefilter("ignore", category)
             for batch in bar:
                 loss = training_step(recipe, model, to_device(batch, device), optimiser, bf16=args.precision == "bf16",
-                                     clip_grad_norm=args.clip_grad_norm)
+                                     clip_grad_norm=args.clip_grad_norm, distributed=distributed)
                 scheduler.step()
                 losses.append(loss)
                 if recipe.monitor is not None:
                     stats.append(recipe.monitor(model))
                 bar.set_postfix(loss=f"{loss:.2e}")
             seconds += time.perf_counter() - tic
+            train_loss = sum(losses) / len(losses)
+            if world > 1:  # the mean over every process's share of the batches
+                train_loss = torch.tensor(train_loss, dtype=torch.float64, device=device)
+                dist.all_reduce(train_loss)
+                train_loss = train_loss.item() / world
             # Every --validate-every-th epoch, and always the last one (the record's final metrics).
-            if (epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs:
+            if rank == 0 and ((epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs):
                 val = validate(model, val_loader, device, recipe.monitor)
             else:
                 val = {}
-        entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                 **({"val_loss": val["loss"], "val_psnr": val["psnr"]} if val else {}),
-                 "lam": model.lam.item(), "lr": optimiser.param_groups[0]["lr"],
-                 "seconds": round(seconds, 1),
-                 **{f"train_{k}": v for k, v in mean_stats(stats).items()},
-                 **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr")}}
-        history.append(entry)
-        print(json.dumps(entry), flush=True)
-        checkpoints.atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                       "epoch": epoch + 1, "history": history, "seconds": seconds,
-                                       "args": vars(args), "builder_kwargs": builder_kwargs, "commits": commits},
-                                      state_path)
+        if rank == 0:
+            entry = {"epoch": epoch + 1, "train_loss": train_loss,
+                     **({"val_loss": val["loss"], "val_psnr": val["psnr"]} if val else {}),
+                     **({"lam": model.lam.item()} if hasattr(model, "lam") else {}),
+                     "lr": optimiser.param_groups[0]["lr"], "seconds": round(seconds, 1),
+                     **{f"train_{k}": v for k, v in mean_stats(stats).items()},
+                     **{f"val_{k}": v for k, v in val.items() if k not in ("loss", "psnr")}}
+            history.append(entry)
+            print(json.dumps(entry), flush=True)
+            checkpoints.atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                           "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                           "epoch": epoch + 1, "history": history, "seconds": seconds,
+                                           "args": vars(args), "builder_kwargs": builder_kwargs, "commits": commits},
+                                          state_path)
+    if rank > 0:
+        return Path(args.checkpoint_dir or checkpoints.checkpoint_dir()) / f"{args.name}.pt"
 
     model.eval()
-    lam_scores = None
-    if recipe.tune_lam:
-        lam_scores = tune_lam(model, val_loader, device)
-        print(f"tuned lam = {model.lam.item():.4g} (validation PSNR {max(lam_scores.values()):.2f} dB)")
+    final_metrics = {k: history[-1][k] for k in ("val_psnr", "val_loss", "lam") if k in history[-1]} if history else {}
+    extra = {}
+    if recipe.finish is not None:
+        extra = recipe.finish(model, lambda: validate(model, val_loader, device)["psnr"])
+        val = validate(model, val_loader, device)
+        final_metrics.update(val_psnr=val["psnr"], val_loss=val["loss"],
+                             **({"lam": model.lam.item()} if hasattr(model, "lam") else {}))
     record = {
         "command": "python -m mrtutor.train " + " ".join(shlex.quote(a) for a in args.argv),
         "recipe": args.recipe,
@@ -421,61 +411,51 @@ def train(args: argparse.Namespace) -> Path:
         "git_commit": commits[-1],
         "git_commits": commits,
         "training_seconds": round(seconds, 1),
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "device": describe_device(device, world),
+        "processes": world,
         "host": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
-        "final_metrics": {k: history[-1][k] for k in ("val_psnr", "val_loss", "lam")} if history else {},
+        "final_metrics": final_metrics,
         "history": history,
+        **extra,
     }
-    if lam_scores is not None:
-        record["lam_tuning"] = {"validation_psnr": lam_scores, "lam": model.lam.item()}
-        record["final_metrics"]["val_psnr"] = max(lam_scores.values())
-        record["final_metrics"]["lam"] = model.lam.item()
-    path = checkpoints.save(args.name, model.cpu(), recipe.builder, builder_kwargs, record,
+    path = checkpoints.save(args.name, model.cpu(), recipe.builder_path, builder_kwargs, record,
                             directory=args.checkpoint_dir)
     print(f"wrote {path}")
     return path
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mrtutor.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", choices=sorted(RECIPES), help="what to train")
+def _checked(kind: type, bound: str):
+    """An argparse type: ``kind`` whose value must satisfy ``recipes.BOUNDS[bound]``."""
+    def parse(text: str):
+        value = kind(text)
+        if not recipes.BOUNDS[bound](value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def shared_options() -> argparse.ArgumentParser:
+    """The options every recipe takes: data, schedule, precision, devices, where things are written."""
+    parser = argparse.ArgumentParser(add_help=False)
+    positive_int, positive_float = _checked(int, "> 0"), _checked(float, "> 0")
     parser.add_argument("--name", required=True, help="checkpoint name (checkpoints/<name>.pt)")
     parser.add_argument("--tier", choices=config.MODES, default=None, help="data tier (default: MRTUTOR_MODE)")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--validate-every", type=int, default=1, metavar="N",
+    parser.add_argument("--epochs", type=positive_int, default=50)
+    parser.add_argument("--validate-every", type=positive_int, default=1, metavar="N",
                         help="validate every N epochs and after the last (for small --train-slices, where an epoch is short)")
-    parser.add_argument("--iterations", type=int, default=10, help="unrolled iterations K")
-    parser.add_argument("--layers", type=int, default=5)
-    parser.add_argument("--features", type=int, default=64)
-    parser.add_argument("--lam", type=float, default=None,
-                        help="initial lambda (default: MoDL 0.05; MOL's builder default, its lam being 1 / MoDL's)")
-    parser.add_argument("--cg-iters", type=int, default=10)
-    parser.add_argument("--output-scale", type=float, default=None,
-                        help="MoDL: initial gamma of the denoiser's last batch norm (default 0.1; PyTorch's is 1)")
-    parser.add_argument("--m", type=float, default=None, help="MOL: monotonicity m of I - H (Lip(H) < 1 - m)")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help="MOL: step of eq. 5 (default 2m / (2 - m)^2, Prop. 2.3); the fixed point does not depend on it")
-    parser.add_argument("--max-iter", type=int, default=None, help="MOL: cap of the fixed-point iterations")
-    parser.add_argument("--tol", type=float, default=None,
-                        help="MOL: relative tolerance of the fixed point (on ||Q^-1 G(x)|| / ||x||, see mrtutor.mol.MOL)")
-    parser.add_argument("--anderson", type=int, default=None, help="MOL: Anderson history (0: plain iteration)")
-    parser.add_argument("--backward-max-iter", type=int, default=None, help="MOL: cap of the backward fixed point")
-    parser.add_argument("--lipschitz-weight", type=float, default=None, help="MOL-LR: weight of l(f*) in eq. 8")
-    parser.add_argument("--lipschitz-target", type=float, default=None,
-                        help="MOL-LR: penalise only Lipschitz estimates above this (e.g. 1 - m)")
-    parser.add_argument("--lipschitz-steps", type=int, default=None,
-                        help="MOL: gradient-ascent steps of each Lipschitz estimate (default 10)")
-    parser.add_argument("--residual", action="store_true", default=None,
-                        help="MOL-LR / MOL: H(x) = x + CNN(x), needed for --init from a MoDL checkpoint")
     parser.add_argument("--mask", default="variable_density_2d", help="mask name in mrtutor.masks")
-    parser.add_argument("--acceleration", type=float, default=6.0)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--final-lr-fraction", type=float, default=0.05, help="cosine decay to lr * this")
-    parser.add_argument("--clip-grad-norm", type=float, default=None, metavar="C",
+    parser.add_argument("--acceleration", type=positive_float, default=6.0)
+    parser.add_argument("--batch-size", type=positive_int, default=4,
+                        help="the global batch: with several processes each takes an equal share")
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--final-lr-fraction", type=_checked(float, ">= 0"), default=0.05,
+                        help="cosine decay to lr * this")
+    parser.add_argument("--clip-grad-norm", type=positive_float, default=None, metavar="C",
                         help="rescale each step's gradient to a norm of at most C (default: no clipping)")
     parser.add_argument("--init", default=None, help="checkpoint to start from (e.g. modl_k1)")
-    parser.add_argument("--train-slices", type=int, default=None, help="train on N slices drawn at random (seeded) from the training split")
+    parser.add_argument("--train-slices", type=positive_int, default=None,
+                        help="train on N slices drawn at random (seeded) from the training split")
     parser.add_argument("--fixed-masks", action="store_true", default=None,
                         help="each training slice keeps one mask in every epoch, as in the MoDL paper's data "
                              "(default: a fresh mask per slice and epoch)")
@@ -483,20 +463,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--modl-data", default=None, metavar="PATH",
                         help="train on the MoDL dataset.hdf5 (paper tier) instead of the demo data; the last tenth "
                              "of its training slices validates")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=_checked(int, ">= 0"), default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="training forward/backward precision of the CNNs (evaluation is always fp32)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads per process (default: torch's choice)")
     parser.add_argument("--run-dir", default=str(RUNS_DIR), help="where resumable state lives")
     parser.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/ (or MRTUTOR_CHECKPOINTS)")
     parser.add_argument("--restart", action="store_true", help="ignore saved state and start again")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line: a recipe, its own options (``RECIPE --help``) and the shared ones."""
+    parser = argparse.ArgumentParser(prog="python -m mrtutor.train", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    commands = parser.add_subparsers(dest="recipe", required=True, metavar="RECIPE",
+                                     title="recipes (python -m mrtutor.train RECIPE --help for its options)")
+    shared = shared_options()
+    for name, recipe in sorted(recipes.registry().items()):
+        command = commands.add_parser(name, parents=[shared], help=recipe.doc, description=recipe.doc,
+                                      allow_abbrev=False)
+        own = command.add_argument_group(f"options of {name} (builder {recipe.builder_path})")
+        for option in recipe.options:
+            if option.type is bool:
+                own.add_argument(option.flag, action="store_true", default=None, help=option.help)
+                continue
+            kind = option.type if option.bound is None else _checked(option.type, option.bound)
+            suffix = "".join(f" ({note})" for note in (option.bound, option.default and f"default {option.default}") if note)
+            own.add_argument(option.flag, type=kind, default=option.default, help=option.help + suffix,
+                             metavar=option.type.__name__.upper())
     args = parser.parse_args(argv)
-    if args.validate_every < 1:
-        parser.error(f"--validate-every must be at least 1, got {args.validate_every}")
-    if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:
-        parser.error(f"--clip-grad-norm must be > 0, got {args.clip_grad_norm}")
     args.argv = list(argv)
     args.tier = args.tier or config.mode()
     return args
