@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 # The modules that declare recipes, imported (in this order) the first time the registry is read.
-METHOD_MODULES = ("mrtutor.modl", "mrtutor.mol")
+METHOD_MODULES = ("mrtutor.modl", "mrtutor.mol", "mrtutor.npgd")
 
 # What an option accepts beyond its type; the key is shown in the option's help.
 BOUNDS: dict[str, Callable[[Any], bool]] = {
     "> 0": lambda v: v > 0,
     ">= 0": lambda v: v >= 0,
     "in (0, 1)": lambda v: 0 < v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
 }
 
 
@@ -48,6 +49,7 @@ class Option:
     default: Any = None
     bound: str | None = None
     optional: bool = False
+    choices: tuple | None = None
 
     def __post_init__(self):
         if self.type not in (int, float, bool, str):
@@ -72,6 +74,8 @@ class Option:
                              f"got {type(value).__name__} {value!r}")
         if self.bound is not None and not BOUNDS[self.bound](value):
             raise ValueError(f"{origin}: option {self.name!r} must be {self.bound}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{origin}: option {self.name!r} must be one of {self.choices}, got {value!r}")
         return value
 
 

@@ -211,6 +211,9 @@ def make_datasets(args: argparse.Namespace):
             train_set = data.demo_dataset("train", tier=args.tier, mask_seed=args.seed, **masks)
             val_set = data.demo_dataset("val", tier=args.tier, mask_seed=10_000 + args.seed, **masks)
         data_hash = data.demo_manifest(args.tier)["sha256"]
+    if args.single_coil:  # seeded apart, so that no validation slice shares its noise with a training slice
+        sigma = config.settings(args.tier)["noise_sigma"]
+        train_set, val_set = data.SingleCoil(train_set, sigma, args.seed), data.SingleCoil(val_set, sigma, 10_000 + args.seed)
     if args.train_slices:
         if args.train_slices > len(train_set):
             raise ValueError(f"--train-slices {args.train_slices} is more than the {len(train_set)} training slices")
@@ -460,6 +463,9 @@ def shared_options() -> argparse.ArgumentParser:
                         help="each training slice keeps one mask in every epoch, as in the MoDL paper's data "
                              "(default: a fresh mask per slice and epoch)")
     parser.add_argument("--train-subject", default=None, help="train on one brain only (subject split)")
+    parser.add_argument("--single-coil", action="store_true", default=None,
+                        help="one coil measuring the reference image's Fourier coefficients, with the tier's noise "
+                             "(mrtutor.data.SingleCoil; Neural PGD's setting)")
     parser.add_argument("--modl-data", default=None, metavar="PATH",
                         help="train on the MoDL dataset.hdf5 (paper tier) instead of the demo data; the last tenth "
                              "of its training slices validates")
@@ -494,7 +500,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             kind = option.type if option.bound is None else _checked(option.type, option.bound)
             suffix = "".join(f" ({note})" for note in (option.bound, option.default and f"default {option.default}") if note)
             own.add_argument(option.flag, type=kind, default=option.default, help=option.help + suffix,
-                             metavar=option.type.__name__.upper())
+                             choices=option.choices, metavar=None if option.choices else option.type.__name__.upper())
     args = parser.parse_args(argv)
     args.argv = list(argv)
     args.tier = args.tier or config.mode()

@@ -27,6 +27,8 @@ Submodules, one concept each (imports flow down this list, never up):
 * ``modl``: ``ModlDataset`` (the MoDL brain ``dataset.hdf5``);
 * ``demo``: the embedded demo dataset (``demo_dataset``, ``build_demo_data``, ``subject_split``),
   with the notes on how it is simulated and split;
+* ``single_coil``: the single-coil version of any of them (``SingleCoil``: one coil measuring the
+  reference image's Fourier coefficients, as in Neural PGD's experiment);
 * ``ood``: out-of-distribution images through the same acquisition (``ood_samples``);
 * ``downloads``: ``download`` (resumable, checksummed, atomic) and ``download_modl_dataset``.
 
@@ -70,6 +72,7 @@ from mrtutor.data.demo import (
     subject_split,
 )
 from mrtutor.data.ood import OOD_NAMES, ood_samples
+from mrtutor.data.single_coil import SingleCoil
 from mrtutor.data.downloads import MODL_ZENODO_RECORD, download, download_modl_dataset
 
 __all__ = [
@@ -114,6 +117,8 @@ __all__ = [
     "demo_dir",
     "demo_manifest",
     "subject_split",
+    # single coil
+    "SingleCoil",
     # ood
     "OOD_NAMES",
     "ood_samples",
