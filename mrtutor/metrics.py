@@ -1,4 +1,4 @@
-"""Image quality metrics on magnitude images, scored image by image: PSNR, SSIM (and its local map), NMSE.
+"""Image quality metrics on magnitude images, scored image by image: PSNR, SSIM (and its local map), NMSE, SNR.
 
 Conventions (DESIGN.md, as fastMRI): complex inputs are compared by magnitude; each image of a
 batch (B, H, W) gets its own score, so every function returns a (B,) tensor (a 0-d tensor for a
@@ -164,3 +164,9 @@ def nmse(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def nmse_db(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """NMSE in decibels, 10 log10(nmse), as the SGP paper reports it (lower is better)."""
     return 10 * torch.log10(nmse(x, ref))
+
+
+def snr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio in dB, 20 log10(||ref|| / ||x - ref||) per image, as Neural PGD reports it
+    (Mardani et al. 2018, Table 1): the negative of ``nmse_db``, higher is better."""
+    return -nmse_db(x, ref)

@@ -210,15 +210,37 @@ def log_kspace(k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     return torch.log1p(magnitude / scale)
 
 
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes, cropped to what it draws."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _draw_in_ipython() -> None:
+    """Let IPython draw every Figure as a PNG from the first cell on.
+
+    IPython learns to draw figures only when pyplot first picks its inline backend; before that,
+    a figure made outside pyplot (as these are) shows as the text ``<Figure size ... with N Axes>``.
+    Registering the same PNG formatter here makes a fresh kernel draw it.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+
+
+_draw_in_ipython()
+
+
 def _png(frame, index: int) -> bytes:
     """A frame (a figure or PNG bytes) as PNG bytes."""
     if isinstance(frame, Figure):
-        buffer = io.BytesIO()
-        frame.savefig(buffer, format="png", bbox_inches="tight")
+        png = figure_png(frame)
         # A pyplot figure would otherwise also show below the explorer when the cell ends.
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close(frame)
-        return buffer.getvalue()
+        return png
     if isinstance(frame, (bytes, bytearray)):
         if not bytes(frame).startswith(PNG_SIGNATURE):
             raise ValueError(f"frames[{index}] is bytes but not a PNG image")

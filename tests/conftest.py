@@ -1,10 +1,12 @@
-"""Suite-wide pytest wiring: a clock for the chapters that nbval runs.
+"""Suite-wide pytest wiring: a clock for the chapters that nbval runs, and a check of their figures.
 
 ``make test`` runs ``pytest --nbval-lax tests notebooks/*.ipynb`` in the quick tier: nbval executes
 each chapter once, cell by cell. The clock below adds up, per notebook, the time of every phase of
 every cell (kernel start and shutdown included), prints the totals at the end of the run, and hands
 them to ``tests/test_notebooks.py``, whose timing test runs after all notebooks (marker
-``after_notebooks``) and fails a chapter over the limit. No notebook is executed twice.
+``after_notebooks``) and fails a chapter over the limit. No notebook is executed twice. While nbval
+runs a chapter in its fresh kernel, ``FiguresAsImages`` fails any cell whose figure comes out as
+text only (``<Figure size ... with N Axes>``), which is what a reader would see instead of the image.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import defaultdict
 import pytest
 
 CLOCK_PLUGIN = "mrtutor-notebook-clock"
+FIGURES_PLUGIN = "mrtutor-figures-as-images"
 
 
 class NotebookClock:
@@ -49,12 +52,28 @@ class NotebookClock:
             )
 
 
+class FiguresAsImages:
+    """Fails an nbval cell whose outputs hold a matplotlib figure without its image."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):
+        result = yield
+        for output in getattr(item, "test_outputs", None) or []:
+            shown = output.get("data", {})
+            text = str(shown.get("text/plain", ""))
+            if text.startswith("<Figure size") and "image/png" not in shown:
+                raise AssertionError(f"{item.nodeid}: a figure shows as the text {text!r}, not as an image")
+        return result
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "after_notebooks: run after every notebook item (reads what nbval measured)"
     )
     if not config.pluginmanager.has_plugin(CLOCK_PLUGIN):
         config.pluginmanager.register(NotebookClock(), CLOCK_PLUGIN)
+    if not config.pluginmanager.has_plugin(FIGURES_PLUGIN):
+        config.pluginmanager.register(FiguresAsImages(), FIGURES_PLUGIN)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrtutor.metrics import nmse, nmse_db, psnr, ssim, ssim_map
+from mrtutor.metrics import nmse, nmse_db, psnr, snr, ssim, ssim_map
 
 SHAPES = [(7, 7), (13, 20), (33, 31), (64, 64)]
 
@@ -150,3 +150,10 @@ def test_bad_options_raise():
         psnr(ref, ref, data_range=torch.ones(3))
     with pytest.raises(ValueError, match="data_range"):
         ssim(ref, ref, data_range=-1.0)
+
+
+def test_snr_is_the_energy_ratio_in_decibels():
+    ref = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    x = ref + torch.tensor([[0.3, 0.0], [0.0, 0.4]])  # ||ref|| = 5, ||x - ref|| = 0.5
+    assert snr(x, ref).item() == pytest.approx(20.0)
+    assert snr(x, ref).item() == pytest.approx(-nmse_db(x, ref).item())
