@@ -129,12 +129,12 @@ class NeuralPGD(nn.Module):
         else:  # saved with the weights, so that every checkpoint has the same keys
             self.register_buffer("alpha", alpha)
 
-    def gradient_step(self, x: torch.Tensor, op: Sense, aty: torch.Tensor) -> torch.Tensor:
+    def gradient_step(self, x: torch.Tensor, op, aty: torch.Tensor) -> torch.Tensor:
         """g(x; y) = alpha A^H y + (I - alpha A^H A) x, eq. 3."""
         alpha = self.alpha.to(aty.real.dtype)
         return x + alpha * (aty - op.normal(x))
 
-    def step(self, x: torch.Tensor, op: Sense, aty: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, op, aty: torch.Tensor) -> torch.Tensor:
         """x_{t+1} from x_t: P(g(x_t)), or the code's D(P(x_t))."""
         if self.consistency == "gradient":
             return self.proximal(self.gradient_step(x, op, aty))
@@ -145,7 +145,10 @@ class NeuralPGD(nn.Module):
                  steps: int | None = None) -> list[torch.Tensor]:
         """[x_1, ..., x_steps] (each (B, H, W)); ``steps`` defaults to T and may run past it."""
         op = Sense(maps, mask)
-        aty = op.adjoint(kspace)
+        return self.iterates_for(op, op.adjoint(kspace), steps)
+
+    def iterates_for(self, op, aty: torch.Tensor, steps: int | None = None) -> list[torch.Tensor]:
+        """The iterates for any operator ``op`` (with ``normal``) and A^H y; what ``iterates`` runs."""
         x = torch.zeros_like(aty) if self.consistency == "gradient" else aty
         out = []
         for _ in range(self.iterations if steps is None else steps):
@@ -203,11 +206,11 @@ def _norms(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def contraction(model: NeuralPGD, maps: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
-                steps: int) -> dict[str, torch.Tensor]:
+def contraction(model: NeuralPGD, op, target: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
     """eta_1^t, eta_2^t (eqs. 11-12) and the NRMSE ||x_t - x*|| / ||x*|| along ``steps`` iterates.
 
-    As Sec. 4 assumes, the data are noiseless, y = A x* with x* = ``target`` (B, H, W), and the
+    As Sec. 4 assumes, the data are noiseless, y = A x* with x* = ``target`` (B, H, W) and A = ``op``
+    (any operator with ``normal``: ``Sense``, or the super-resolution's average pooling), and the
     perturbations are the iterates' own errors delta_t = x_t - x* (Sec. 5.3 evaluates eqs. 11-12
     on them). With s_{t+1} = x* + (I - alpha A^H A) delta_t the next input of the proximal and M*
     its masks frozen at x*:
@@ -221,7 +224,6 @@ def contraction(model: NeuralPGD, maps: torch.Tensor, mask: torch.Tensor, target
     """
     if model.consistency != "gradient":
         raise ValueError("the contraction analysis of Sec. 4 is for the gradient step (consistency='gradient')")
-    op = Sense(maps, mask)
     aty = op.normal(target)  # A^H y for y = A x*
     x_star_norm = _norms(target)
     eta1, eta2, nrmse = [], [], []

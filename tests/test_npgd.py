@@ -112,8 +112,8 @@ def test_contraction_parameters_of_a_relu_proximal_have_the_known_values():
     g = torch.Generator().manual_seed(3)
     x_star = torch.complex(torch.rand(2, 16, 12, generator=g) + 0.1, torch.rand(2, 16, 12, generator=g) + 0.1)
     model = NeuralPGD(iterations=4, proximal=ChannelReLU(), alpha=0.7).eval()
-    result = contraction(model, maps, mask, x_star, steps=5)
     op = Sense(maps, mask)
+    result = contraction(model, op, x_star, steps=5)
     norms = lambda v: torch.linalg.vector_norm(v.reshape(2, -1), dim=1)  # noqa: E731
     x = torch.zeros_like(x_star)
     for t in range(5):
@@ -141,13 +141,13 @@ def test_contraction_splits_the_error_of_a_trained_shape_network_exactly():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    r = contraction(model, maps, mask, target, steps=4)
+    r = contraction(model, Sense(maps, mask), target, steps=4)
     bound = (r["eta1"][:-1] + r["eta2"][:-1]) * r["nrmse"][:-1] + r["xi"]
     assert (r["nrmse"][1:] <= bound * (1 + 1e-4)).all()
     with pytest.raises(ValueError, match="eval mode"):
-        contraction(model.train(), maps, mask, target, steps=1)
+        contraction(model.train(), Sense(maps, mask), target, steps=1)
     with pytest.raises(ValueError, match="gradient step"):
-        contraction(npgd(iterations=2, features=8, consistency="hard").eval(), maps, mask, target, steps=1)
+        contraction(npgd(iterations=2, features=8, consistency="hard").eval(), Sense(maps, mask), target, steps=1)
 
 
 def test_bad_settings_are_refused():
