@@ -1,4 +1,4 @@
-"""MOL: monotone operator learning (Pramanik, Zimmerman and Jacob, ICASSP 2022).
+"""MOL: monotone operator learning (Pramanik and Jacob, ISBI 2022; arXiv 2111.11380).
 
 MOL reconstructs x from b = A x + n as the fixed point of eq. 2, lam A^H (A x - b) + F(x) = 0, with
 a learned residual operator F = I - H, H a CNN (Sec. 2.3). F is m-monotone (eq. 3),
@@ -415,8 +415,8 @@ class MOL(nn.Module):
             1 / lam of MoDL's parametrisation: with alpha = 1 and H = D, eq. 5 is MoDL's iteration.
         learn_lam: train lam with the network.
         max_iter, anderson: forward fixed-point settings (``mrtutor.deq.fixed_point``).
-        tol: relative tolerance on the residual of eq. 2 as the iteration sees it, ||Q^-1 G(x)|| / ||x||
-            with G(x) = lam A^H (A x - b) + F(x). One step of eq. 5 moves x by alpha Q^-1 G(x), so the
+        tol: relative tolerance on the residual of eq. 2 as the iteration sees it, ||Q^-1 R(x)|| / ||x||
+            with R(x) = lam A^H (A x - b) + F(x). One step of eq. 5 moves x by alpha Q^-1 R(x), so the
             solver stops when ||x_{k+1} - x_k|| / ||x_{k+1}|| <= alpha tol: the same accuracy whatever
             alpha is. (A tolerance on the step alone would stop 1 / alpha times further from the fixed
             point: 18 times at the paper's alpha for m = 0.1.)
@@ -607,7 +607,7 @@ MOL_OPTIONS = (
     Option("alpha", float, "step of eq. 5 (default 2m / (2 - m)^2, Prop. 2.3); the fixed point does not depend on it",
            bound="> 0", optional=True),
     Option("max_iter", int, "cap of the fixed-point iterations", bound="> 0"),
-    Option("tol", float, "relative tolerance of the fixed point (on ||Q^-1 G(x)|| / ||x||, see MOL)", bound=">= 0"),
+    Option("tol", float, "relative tolerance of the fixed point (on ||Q^-1 R(x)|| / ||x||, see MOL)", bound=">= 0"),
     Option("anderson", int, "Anderson history (0: plain iteration)", bound=">= 0"),
     Option("backward_max_iter", int, "cap of the backward fixed point", bound="> 0", optional=True),
     Option("lipschitz_steps", int, "gradient-ascent steps of each Lipschitz estimate (default 10)", bound=">= 0"),
