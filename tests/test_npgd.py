@@ -188,3 +188,12 @@ def test_the_npgd_recipe_trains_and_records_its_step(tmp_path, monkeypatch):
     model = checkpoints.load("tiny", directory=tmp_path / "ckpt")
     assert isinstance(model, NeuralPGD) and model.iterations == 2
     assert model.alpha.item() == pytest.approx(record["history"][0]["train_alpha"], abs=1e-2)
+
+
+def test_the_residual_proximal_adds_its_input():
+    torch.manual_seed(0)
+    plain, residual = ResNetProximal(1, 8), ResNetProximal(1, 8, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 8, dtype=torch.complex64)
+    with torch.no_grad():
+        assert torch.allclose(residual.eval()(x), x + plain.eval()(x))
