@@ -107,16 +107,18 @@ class NeuralPGD(nn.Module):
 
     Args:
         iterations: T, the unrolled iterations (copies of the proximal) of training and of ``forward``.
-        proximal: P, a module from complex images to complex images (default ``ResNetProximal()``).
+        blocks, features, residual: the ``ResNetProximal`` that is P (Sec. 5.1).
         alpha: initial step. For single-coil data A^H A = F^H M F is a projection, so at alpha = 1 the
             gradient step replaces the sampled k-space of x_t by the data.
         consistency: ``"gradient"`` (the paper, eqs. 3-4) or ``"hard"`` (the authors' code:
             x_{t+1} = D(P(x_t)) with D the step at alpha = 1, from x_0 = A^H y; alpha is not learned).
         beta: the weight of the image error in (P2), kept here for the training loss.
+        proximal: any other P, a module from complex images (B, H, W) to complex images, instead of
+            the ResNet (the super-resolution's linear network, or a hand-made map in a test).
     """
 
-    def __init__(self, iterations: int = 10, proximal: nn.Module | None = None, alpha: float = 1.0,
-                 consistency: str = "gradient", beta: float = 0.75):
+    def __init__(self, iterations: int = 10, blocks: int = 1, features: int = 128, residual: bool = False,
+                 alpha: float = 1.0, consistency: str = "gradient", beta: float = 0.75, proximal: nn.Module | None = None):
         super().__init__()
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -124,7 +126,7 @@ class NeuralPGD(nn.Module):
             raise ValueError(f"consistency must be one of {CONSISTENCY}, got {consistency!r}")
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
-        self.proximal = ResNetProximal() if proximal is None else proximal
+        self.proximal = ResNetProximal(blocks, features, residual) if proximal is None else proximal
         self.iterations = iterations
         self.consistency = consistency
         self.beta = float(beta)
@@ -169,7 +171,7 @@ def npgd(iterations: int = 10, blocks: int = 1, features: int = 128, residual: b
          consistency: str = "gradient", beta: float = 0.75) -> NeuralPGD:
     """Neural PGD with the ResNet proximal of Sec. 5.1. ``iterations=1`` is the paper's deep ResNet
     baseline: one copy, P(alpha A^H y), a ResNet applied to the (scaled) zero-filled image."""
-    return NeuralPGD(iterations, ResNetProximal(blocks, features, residual), alpha, consistency, beta)
+    return NeuralPGD(iterations, blocks, features, residual, alpha, consistency, beta)
 
 
 # ---------------------------------------------------------------------------------------------
