@@ -29,23 +29,32 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from mrtutor.data.natural import superresolution_datasets
 from mrtutor.fft import channels_to_complex, complex_to_channels
+from mrtutor.operators import AveragePooling
 from mrtutor.recipes import Option, Recipe, complex_mse, register
 from mrtutor.sense import Sense
 
 CONSISTENCY = ("gradient", "hard")
 
 
+ACTIVATIONS = ("relu", "swish")
+
+
 class Gate(nn.Module):
-    """A ReLU written as sigma(z) = D(z) z with the mask D(z) = 1[z > 0] (Sec. 3.2).
+    """An activation written as sigma(z) = D(z) z (Sec. 3.2): a ReLU, D(z) = 1[z > 0], or a Swish
+    (Ramachandran et al. 2018), D(z) = 1 / (1 + e^-z).
 
     For the contraction analysis the mask can be recorded (``record``) and then frozen: a frozen gate
     multiplies by the recorded mask whatever its input, which turns the network into the linear map
     of eq. 6 (with its biases, an affine one).
     """
 
-    def __init__(self):
+    def __init__(self, activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         self.record = False
         self.mask: torch.Tensor | None = None
         self.frozen = False
@@ -54,8 +63,8 @@ class Gate(nn.Module):
         if self.frozen:
             return z * self.mask
         if self.record:
-            self.mask = (z > 0).to(z.dtype)
-        return torch.relu(z)
+            self.mask = (z > 0).to(z.dtype) if self.activation == "relu" else torch.sigmoid(z)
+        return torch.relu(z) if self.activation == "relu" else nn.functional.silu(z)
 
 
 class ResidualBlock(nn.Module):
@@ -98,6 +107,76 @@ class ResNetProximal(nn.Module):
         # Under mixed precision the CNN answers in bfloat16; the complex image stays in x's precision.
         out = channels_to_complex(self.head(self.blocks(self.lift(complex_to_channels(x)))).to(x.real.dtype))
         return x + out if self.residual else out
+
+
+class LinearCNNProximal(nn.Module):
+    """The super-resolution proximal of Sec. 5.3: ``layers`` linear convolutions (1 -> ``features`` ->
+    ... -> 1 channels, ``kernel_size`` x ``kernel_size``, with biases, no activation between them), then
+    one Swish: P(x) = sigma(W x + b), "effectively a single layer nonlinear neural network".
+
+    Real images (B, H, W) in and out. The convolutions are circular (periodic padding) and computed in
+    the Fourier domain: the layers compose into one transfer function per frequency, which costs
+    the same for the 32 x 32 kernels as for 8 x 8 ones, where a direct 32 x 32 convolution would take
+    hours per epoch on a CPU. ``convolve`` is the same map computed layer by layer with ``conv2d``.
+
+    The paper gives neither the width nor the initialisation. Here each layer starts as the identity
+    (a centred delta, averaged over its input channels) plus small noise, so that P starts as the Swish
+    itself and the 25 unrolled copies start stable.
+    """
+
+    def __init__(self, layers: int = 5, features: int = 8, kernel_size: int = 8, init_noise: float = 1e-3):
+        super().__init__()
+        if layers < 2 or features < 1 or kernel_size < 1:
+            raise ValueError(f"need layers >= 2, features >= 1, kernel_size >= 1; got {layers}, {features}, {kernel_size}")
+        widths = [1] + [features] * (layers - 1) + [1]
+        self.kernel_size = kernel_size
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        centre = kernel_size // 2
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            weight = init_noise * torch.randn(c_out, c_in, kernel_size, kernel_size) / kernel_size
+            weight[:, :, centre, centre] += 1 / c_in
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(torch.zeros(c_out)))
+        self.gate = Gate("swish")
+
+    def _padding(self) -> tuple[int, int, int, int]:
+        centre = self.kernel_size // 2
+        return (centre, self.kernel_size - 1 - centre) * 2
+
+    def transfer(self, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """W x + b = irfft2(h * rfft2(x)) + offset: the transfer function h (H, W // 2 + 1) of the
+        composed convolutions and the constant ``offset`` their biases add up to."""
+        k, centre = self.kernel_size, self.kernel_size // 2
+        if k > min(shape):
+            raise ValueError(f"kernel size {k} is larger than the image {shape}")
+        h = offset = None
+        for weight, bias in zip(self.weights, self.biases):
+            # conv2d correlates: out[i] = sum_u w[u] x[i + u - centre], a convolution with w flipped
+            # and placed so that its tap u lands at (centre - u) mod N.
+            kernel = nn.functional.pad(weight.flip(-2, -1), (0, shape[1] - k, 0, shape[0] - k))
+            spectrum = torch.fft.rfft2(torch.roll(kernel, (centre - k + 1, centre - k + 1), (-2, -1)))
+            h = spectrum[:, 0] if h is None else torch.einsum("oihw,ihw->ohw", spectrum, h)
+            gain = weight.sum((-2, -1))  # the response to a constant image
+            offset = bias if offset is None else gain @ offset + bias
+        return h[0], offset[0]
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """W x + b for real images (B, H, W)."""
+        if x.is_complex():
+            raise TypeError("the super-resolution proximal takes real images")
+        h, offset = self.transfer(tuple(x.shape[-2:]))
+        return torch.fft.irfft2(h * torch.fft.rfft2(x), s=x.shape[-2:]) + offset
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """W x + b computed layer by layer with circular ``conv2d`` (the reference ``linear`` is tested against)."""
+        z = x[:, None]
+        for weight, bias in zip(self.weights, self.biases):
+            z = nn.functional.conv2d(nn.functional.pad(z, self._padding(), mode="circular"), weight, bias)
+        return z[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.linear(x))
 
 
 class NeuralPGD(nn.Module):
@@ -165,6 +244,22 @@ class NeuralPGD(nn.Module):
 
     def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.iterates(kspace, maps, mask)[-1]
+
+
+class SuperResolutionPGD(NeuralPGD):
+    """Neural PGD for super-resolution (Sec. 5.3): ``AveragePooling(factor)`` as A, the
+    ``LinearCNNProximal`` as P, T = 25. Called as ``model(y)`` on low-resolution images (B, H/f, W/f),
+    it returns x_T (B, H, W). The step starts at alpha = factor^2 = 1 / ||A||^2, where the gradient
+    step puts the measured block means into the image (``AveragePooling``)."""
+
+    def __init__(self, factor: int = 2, kernel_size: int = 8, features: int = 8, layers: int = 5,
+                 iterations: int = 25, beta: float = 0.75):
+        super().__init__(iterations, alpha=float(factor**2), beta=beta,
+                         proximal=LinearCNNProximal(layers, features, kernel_size))
+        self.operator = AveragePooling(factor)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.iterates_for(self.operator, self.operator.adjoint(y))[-1]
 
 
 def npgd(iterations: int = 10, blocks: int = 1, features: int = 128, residual: bool = False, alpha: float = 1.0,
@@ -254,19 +349,32 @@ def contraction(model: NeuralPGD, op, target: torch.Tensor, steps: int) -> dict[
 # How it is trained (``python -m mrtutor.train npgd``)
 # ---------------------------------------------------------------------------------------------
 
-def npgd_loss(model: NeuralPGD, batch: dict) -> torch.Tensor:
-    """(P2): beta * MSE(x_T, x*) + (1 - beta) * sum_t mean |y - A x_t|^2.
+def p2_loss(model: NeuralPGD, op, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(P2): beta * MSE(x_T, x*) + (1 - beta) * sum_t mean |y - A x_t|^2, with A = ``op``.
 
     The paper sums squared errors over the pixels in both terms; here both are means over the same
-    number of entries (pixels, or k-space samples times coils), which keeps (P2)'s balance.
+    number of entries (pixels, or measurements), which keeps (P2)'s balance.
     """
-    kspace, maps, mask = batch["kspace"], batch["maps"], batch["mask"]
-    xs = model.iterates(kspace, maps, mask)
-    loss = model.beta * complex_mse(xs[-1], batch["target"])
+    xs = model.iterates_for(op, op.adjoint(y))
+    loss = model.beta * complex_mse(xs[-1], target)
     if model.beta < 1:
-        op = Sense(maps, mask)
-        loss = loss + (1 - model.beta) * sum(complex_mse(op.forward(x), kspace) for x in xs)
+        loss = loss + (1 - model.beta) * sum(complex_mse(op.forward(x), y) for x in xs)
     return loss
+
+
+def npgd_loss(model: NeuralPGD, batch: dict) -> torch.Tensor:
+    """(P2) on MRI data: A = ``Sense(maps, mask)``, y the measured k-space."""
+    return p2_loss(model, Sense(batch["maps"], batch["mask"]), batch["kspace"], batch["target"])
+
+
+def superresolution_loss(model: SuperResolutionPGD, batch: dict) -> torch.Tensor:
+    """(P2) on super-resolution pairs: A = average pooling, y the low-resolution image."""
+    return p2_loss(model, model.operator, batch["measurement"], batch["target"])
+
+
+def superresolve(model: SuperResolutionPGD, batch: dict) -> torch.Tensor:
+    """What validation scores: x_T from the low-resolution images."""
+    return model(batch["measurement"])
 
 
 def npgd_monitor(model: NeuralPGD) -> dict[str, float]:
@@ -285,3 +393,14 @@ register(Recipe("npgd", npgd, "Neural PGD: T copies of a ResNet proximal with a 
     Option("beta", float, "weight of the image error in (P2); 1 - beta weighs the data terms", default=0.75,
            bound="in [0, 1]"),
 ), loss=npgd_loss, monitor=npgd_monitor))
+
+register(Recipe("npgd_sr", SuperResolutionPGD, "Neural PGD for 2x super-resolution with a linear CNN + Swish proximal "
+                "(Mardani et al., Sec. 5.3; photographs and brain slices)", (
+    Option("factor", int, "downsampling factor (block averages)", default=2, bound="> 0"),
+    Option("kernel_size", int, "kernel size of every layer (the paper: 8 and 32)", default=8, bound="> 0"),
+    Option("features", int, "channels of the hidden layers (not stated in the paper)", default=8, bound="> 0"),
+    Option("layers", int, "linear convolutions before the Swish (the paper: 5)", default=5, bound="> 0"),
+    Option("iterations", int, "T, unrolled iterations (the paper: 25)", default=25, bound="> 0"),
+    Option("beta", float, "weight of the image error in (P2)", default=0.75, bound="in [0, 1]"),
+), loss=superresolution_loss, monitor=npgd_monitor, bf16=False, data=superresolution_datasets,
+   reconstruct=superresolve))

@@ -84,9 +84,14 @@ def complex_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (output - target).abs().pow(2).mean()
 
 
+def reconstruct_kspace(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The reconstruction of an MRI model: ``model(kspace, maps, mask)``."""
+    return model(batch["kspace"], batch["maps"], batch["mask"])
+
+
 def reconstruction_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     """End-to-end training: the error of the whole unrolled reconstruction."""
-    return complex_mse(model(batch["kspace"], batch["maps"], batch["mask"]), batch["target"])
+    return complex_mse(reconstruct_kspace(model, batch), batch["target"])
 
 
 Loss = Callable[[nn.Module, dict], torch.Tensor]
@@ -101,7 +106,8 @@ class Recipe:
         builder: a function of ``mrtutor`` that returns the model, called with the options' values.
         doc: one line for ``--help``.
         options: the builder's keyword arguments that the command line and a record may set.
-        loss: ``loss(model, batch) -> scalar``; ``batch`` holds ``kspace``, ``maps``, ``mask``, ``target``.
+        loss: ``loss(model, batch) -> scalar``; ``batch`` holds ``kspace``, ``maps``, ``mask``, ``target``
+            (or what the recipe's own ``data`` yields).
         penalty: a second term, built after the first one's backward pass so that their graphs
             never share the memory (the gradients add up as for the sum): MOL's Lipschitz term.
         monitor: ``monitor(model) -> {name: value}`` after each step, averaged per epoch into the record.
@@ -111,6 +117,10 @@ class Recipe:
         bf16: whether ``--precision bf16`` suits it (not for a fixed point solved below bf16's resolution).
         quiet: warnings that training ignores because the monitor counts what they report (MOL's
             solves that stop short), instead of one warning per batch.
+        data: ``data(args) -> (train_set, val_set, sha256)`` for a problem other than MRI (its samples
+            hold a ``target`` and whatever ``reconstruct`` and ``loss`` read); the default builds the
+            k-space datasets of the shared options (``--mask``, ``--acceleration``, ``--single-coil``, ...).
+        reconstruct: ``reconstruct(model, batch) -> images``, what validation scores against ``target``.
     """
 
     name: str
@@ -124,6 +134,8 @@ class Recipe:
     finish: Callable[[nn.Module, Callable[[], float]], dict] | None = None
     bf16: bool = True
     quiet: tuple[type[Warning], ...] = ()
+    data: Callable[[Any], tuple] | None = None
+    reconstruct: Callable[[nn.Module, dict], torch.Tensor] = reconstruct_kspace
     _by_name: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):

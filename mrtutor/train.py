@@ -85,7 +85,7 @@ def training_step(recipe: Recipe, model: nn.Module, batch: dict, optimiser: torc
     model)``) backpropagates their sum in one pass instead, which averages the gradients over the
     processes; it holds both graphs at once.
     """
-    device_type = batch["kspace"].device.type
+    device_type = next(model.parameters()).device.type
     optimiser.zero_grad(set_to_none=True)
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
     if distributed is not None:
@@ -127,7 +127,7 @@ def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
     step = lambda: training_step(recipe, model, batch, optimiser)  # noqa: E731
     step()
     optimiser.zero_grad(set_to_none=True)
-    return evaluate.peak_memory(step, batch["kspace"].device)
+    return evaluate.peak_memory(step, next(model.parameters()).device)
 
 
 def git_commit() -> str:
@@ -153,14 +153,15 @@ def mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, device: torch.device, monitor=None) -> dict:
-    """Mean loss and per-image PSNR (magnitude, max of reference) over ``loader``, plus the mean of
-    ``monitor(model)`` after each batch when given."""
+def validate(model: nn.Module, loader: DataLoader, device: torch.device, monitor=None,
+             reconstruct=recipes.reconstruct_kspace) -> dict:
+    """Mean loss and per-image PSNR (magnitude, max of reference) of ``reconstruct(model, batch)`` over
+    ``loader``, plus the mean of ``monitor(model)`` after each batch when given."""
     model.eval()
     losses, scores, stats = [], [], []
     for batch in loader:
         batch = to_device(batch, device)
-        out = model(batch["kspace"], batch["maps"], batch["mask"])
+        out = reconstruct(model, batch)
         losses.append(complex_mse(out, batch["target"]).item())
         scores.append(psnr(out, batch["target"]).cpu())
         if monitor is not None:
@@ -190,11 +191,18 @@ MODL_VALIDATION_FRACTION = 0.1
 
 
 def make_datasets(args: argparse.Namespace):
-    """Training and validation sets, and the sha256 of the data they come from."""
+    """Training and validation sets, and the sha256 of the data they come from: the recipe's own
+    (``Recipe.data``), or the k-space datasets of the shared options."""
     from mrtutor import data
 
+    recipe = recipes.get(args.recipe)
     masks = dict(mask_fn=args.mask, acceleration=args.acceleration)
-    if args.modl_data:
+    if recipe.data is not None:
+        if args.single_coil or args.modl_data or args.train_subject:
+            raise ValueError(f"recipe {recipe.name} brings its own data: --single-coil, --modl-data and "
+                             "--train-subject do not apply to it")
+        train_set, val_set, data_hash = recipe.data(args)
+    elif args.modl_data:
         train_set = data.ModlDataset(args.modl_data, "train", mask_seed=args.seed, **masks)
         val_set = data.ModlDataset(args.modl_data, "train", mask_seed=10_000 + args.seed, **masks)
         n_val = max(1, round(MODL_VALIDATION_FRACTION * len(train_set)))
@@ -231,8 +239,8 @@ RESUMABLE_CHANGES = frozenset({"epochs", "validate_every", "threads", "device", 
 
 
 def set_epoch(dataset, epoch: int) -> None:
-    """Fresh masks every epoch. (The MoDL paper's data file holds one mask per training slice, used in
-    every epoch; ``--fixed-masks`` trains that way.)"""
+    """Fresh masks (or, for a recipe's own data, fresh draws of what it varies) every epoch. (The MoDL
+    paper's data file holds one mask per training slice, used in every epoch; ``--fixed-masks`` trains that way.)"""
     while isinstance(dataset, torch.utils.data.Subset):
         dataset = dataset.dataset
     dataset.set_epoch(epoch)
@@ -378,7 +386,7 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
                 train_loss = train_loss.item() / world
             # Every --validate-every-th epoch, and always the last one (the record's final metrics).
             if rank == 0 and ((epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs):
-                val = validate(model, val_loader, device, recipe.monitor)
+                val = validate(model, val_loader, device, recipe.monitor, recipe.reconstruct)
             else:
                 val = {}
         if rank == 0:
@@ -402,8 +410,8 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
     final_metrics = {k: history[-1][k] for k in ("val_psnr", "val_loss", "lam") if k in history[-1]} if history else {}
     extra = {}
     if recipe.finish is not None:
-        extra = recipe.finish(model, lambda: validate(model, val_loader, device)["psnr"])
-        val = validate(model, val_loader, device)
+        extra = recipe.finish(model, lambda: validate(model, val_loader, device, reconstruct=recipe.reconstruct)["psnr"])
+        val = validate(model, val_loader, device, reconstruct=recipe.reconstruct)
         final_metrics.update(val_psnr=val["psnr"], val_loss=val["loss"],
                              **({"lam": model.lam.item()} if hasattr(model, "lam") else {}))
     record = {

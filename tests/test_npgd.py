@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from mrtutor import checkpoints, data
+from mrtutor import checkpoints, config, data
+from mrtutor.data.natural import superresolution_dataset
 from mrtutor.fft import fft2c, ifft2c
-from mrtutor.npgd import Gate, NeuralPGD, ResNetProximal, contraction, npgd, npgd_loss
+from mrtutor.npgd import (Gate, LinearCNNProximal, NeuralPGD, ResNetProximal, SuperResolutionPGD, contraction, npgd,
+                          npgd_loss)
+from mrtutor.operators import AveragePooling
 from mrtutor.sense import Sense
 from mrtutor.train import main
 
@@ -197,3 +200,73 @@ def test_the_residual_proximal_adds_its_input():
     x = torch.randn(2, 8, 8, dtype=torch.complex64)
     with torch.no_grad():
         assert torch.allclose(residual.eval()(x), x + plain.eval()(x))
+
+
+def test_a_swish_gate_records_the_sigmoid_as_its_mask():
+    gate, z = Gate("swish"), torch.linspace(-3, 3, 7)
+    gate.record = True
+    out = gate(z)
+    assert torch.allclose(out, z * torch.sigmoid(z)) and torch.allclose(gate.mask, torch.sigmoid(z))
+    gate.frozen = True
+    assert torch.allclose(gate(torch.ones(7)), torch.sigmoid(z))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        Gate("tanh")
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 5, 8, 32])
+def test_the_fourier_linear_cnn_is_the_circular_convolution_network(kernel_size):
+    torch.manual_seed(kernel_size)
+    proximal = LinearCNNProximal(layers=4, features=3, kernel_size=kernel_size, init_noise=0.5)
+    with torch.no_grad():
+        for bias in proximal.biases:
+            bias.normal_()
+    x = torch.randn(2, 40, 36)
+    assert torch.allclose(proximal.linear(x), proximal.convolve(x), atol=1e-4)
+    assert torch.allclose(proximal(x), nn.functional.silu(proximal.convolve(x)), atol=1e-4)
+
+
+def test_the_linear_cnn_starts_as_the_swish_and_refuses_what_it_cannot_do():
+    proximal = LinearCNNProximal(kernel_size=8, init_noise=0.0)
+    x = torch.randn(2, 16, 16)
+    assert torch.allclose(proximal(x), nn.functional.silu(x), atol=1e-5)
+    with pytest.raises(ValueError, match="larger than the image"):
+        LinearCNNProximal(kernel_size=32)(x)
+    with pytest.raises(TypeError, match="real images"):
+        proximal(x.to(torch.complex64))
+
+
+def test_average_pooling_is_adjoint_and_its_step_puts_back_the_block_means():
+    op, g = AveragePooling(2), torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 8, 6, generator=g), torch.randn(3, 4, 3, generator=g)
+    assert (op.forward(x) * y).sum().item() == pytest.approx((x * op.adjoint(y)).sum().item(), abs=1e-5)
+    assert torch.allclose(op.forward(x)[0, 0, 0], x[0, :2, :2].mean())
+    stepped = x + 4 * op.adjoint(y - op.forward(x))  # alpha = factor^2 = 1 / ||A||^2
+    assert torch.allclose(op.forward(stepped), y, atol=1e-6)
+    with pytest.raises(ValueError, match="not divisible by the factor"):
+        op.forward(torch.randn(1, 5, 4))
+
+
+def test_superresolution_data_pair_images_with_their_block_means(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path))
+    dataset = superresolution_dataset("train", tier="quick", seed=1)
+    assert len(dataset) == 2 * config.settings("quick")["demo_slices"]["train"]
+    brain, photo = dataset[0], dataset[len(dataset) - 1]
+    assert brain["kind"] == "brain" and photo["kind"] == "photograph"
+    for sample in (brain, photo):
+        assert sample["target"].shape == (48, 48) and sample["measurement"].shape == (24, 24)
+        assert torch.allclose(sample["measurement"], AveragePooling(2).forward(sample["target"][None])[0])
+    assert torch.equal(dataset[len(dataset) - 1]["target"], photo["target"])  # fixed within an epoch
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[len(dataset) - 1]["target"], photo["target"])  # fresh crops per epoch
+
+
+def test_the_superresolution_recipe_trains_from_its_own_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path / "data"))
+    common = ["--name", "sr", "--tier", "quick", "--epochs", "1", "--iterations", "3", "--features", "2",
+              "--train-slices", "8", "--quiet", "--run-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    main(["npgd_sr", *common])
+    model = checkpoints.load("sr", directory=tmp_path / "ckpt")
+    assert isinstance(model, SuperResolutionPGD) and model.iterations == 3
+    assert model(torch.rand(2, 24, 24)).shape == (2, 48, 48)
+    with pytest.raises(ValueError, match="brings its own data"):
+        main(["npgd_sr", *common, "--single-coil", "--restart"])

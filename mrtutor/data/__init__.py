@@ -29,6 +29,8 @@ Submodules, one concept each (imports flow down this list, never up):
   with the notes on how it is simulated and split;
 * ``single_coil``: the single-coil version of any of them (``SingleCoil``: one coil measuring the
   reference image's Fourier coefficients, as in Neural PGD's experiment);
+* ``natural``: super-resolution pairs (``superresolution_dataset``): crops of scikit-image's
+  photographs and the demo brain slices with their 2x2 block means, for Neural PGD's Sec. 5.3;
 * ``ood``: out-of-distribution images through the same acquisition (``ood_samples``);
 * ``downloads``: ``download`` (resumable, checksummed, atomic) and ``download_modl_dataset``.
 
@@ -73,6 +75,7 @@ from mrtutor.data.demo import (
 )
 from mrtutor.data.ood import OOD_NAMES, ood_samples
 from mrtutor.data.single_coil import SingleCoil
+from mrtutor.data.natural import PHOTOGRAPHS, SuperResolutionDataset, brain_slices, photograph, superresolution_dataset
 from mrtutor.data.downloads import MODL_ZENODO_RECORD, download, download_modl_dataset
 
 __all__ = [
@@ -119,6 +122,12 @@ __all__ = [
     "subject_split",
     # single coil
     "SingleCoil",
+    # natural
+    "PHOTOGRAPHS",
+    "SuperResolutionDataset",
+    "brain_slices",
+    "photograph",
+    "superresolution_dataset",
     # ood
     "OOD_NAMES",
     "ood_samples",
