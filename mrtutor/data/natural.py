@@ -17,13 +17,16 @@ from mrtutor.data.demo import demo_dataset, demo_manifest
 from mrtutor.data.files import _array_digest
 from mrtutor.data.numerics import _rng
 
-# scikit-image's bundled photographs (``skimage.data``; no download), split by image.
+# scikit-image's bundled photographs (``skimage.data``; no download), split by image. Not ``moon``: it is a 2x
+# pixel-replicated image, which average pooling followed by nearest upsampling restores exactly.
 PHOTOGRAPHS = {
-    "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "grass",
-              "gravel"),
-    "val": ("brick", "coins"),
-    "test": ("camera", "chelsea", "moon", "clock"),
+    "train": ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry", "grass", "gravel", "cell", "retina"),
+    "val": ("brick", "rocket"),
+    "test": ("camera", "chelsea", "coins"),
 }
+
+# Crops of the photographs with a smaller standard deviation of grey levels are drawn again.
+MIN_CROP_STD = 0.05
 
 
 def photograph(name: str) -> np.ndarray:
@@ -48,7 +51,8 @@ class SuperResolutionDataset(torch.utils.data.Dataset):
     """Pairs ``target`` (H, W) and ``measurement`` = its ``factor`` x ``factor`` block means (H/f, W/f).
 
     Sample i is brain slice i for i < len(brains); after them come ``len(brains)`` crops of
-    ``size`` x ``size`` from the photographs in turn, at positions drawn from (seed, epoch, i).
+    ``size`` x ``size`` from the photographs in turn, at positions drawn from (seed, epoch, i) (flat
+    crops, of grey-level standard deviation below ``MIN_CROP_STD``, drawn again).
     ``kind`` says which ("brain" or "photograph").
     """
 
@@ -68,17 +72,25 @@ class SuperResolutionDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _crop(self, index: int) -> torch.Tensor:
+        # A flat crop (a wall, the sky) is upsampled exactly by any interpolation: redraw it.
+        image = self.photographs[index % len(self.photographs)]
+        rng = _rng(self.seed, self.epoch, index)
+        for _ in range(100):
+            top = rng.integers(0, image.shape[0] - self.size + 1)
+            left = rng.integers(0, image.shape[1] - self.size + 1)
+            crop = image[top:top + self.size, left:left + self.size]
+            if crop.std() >= MIN_CROP_STD:
+                break
+        return torch.from_numpy(crop.copy())
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} samples")
         if index < len(self.brains):
             target, kind = self.brains[index], "brain"
         else:
-            image = self.photographs[index % len(self.photographs)]
-            rng = _rng(self.seed, self.epoch, index)
-            top = rng.integers(0, image.shape[0] - self.size + 1)
-            left = rng.integers(0, image.shape[1] - self.size + 1)
-            target, kind = torch.from_numpy(image[top:top + self.size, left:left + self.size].copy()), "photograph"
+            target, kind = self._crop(index), "photograph"
         f = self.factor
         measurement = target.reshape(self.size // f, f, self.size // f, f).mean((1, 3))
         return {"target": target, "measurement": measurement, "kind": kind}
