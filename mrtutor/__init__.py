@@ -1,10 +1,11 @@
 """mrtutor: the package behind the book *Model-based deep learning for MRI, rebuilt paper by paper*.
 
-Small flat modules, one concept each: ``fft``, ``sense``, ``masks``, ``cg``, ``recon``, ``metrics``,
+Small flat modules, one concept each: ``fft``, ``sense``, ``operators`` (forward operators beyond
+MRI), ``masks``, ``cg``, ``recon``, ``metrics``,
 ``evaluate``, ``data`` (a package of small modules: anatomy, acquisition, demo dataset, loaders,
 downloads), ``config``, ``viz``, ``checkpoints``, ``recipes`` (how each method is trained),
 ``train`` (the loop they share) and, chapter by chapter, the methods of the five papers, each with
-its recipes: ``modl`` (MoDL), ``deq`` and ``mol`` (MOL).
+its recipes: ``modl`` (MoDL), ``deq`` and ``mol`` (MOL), ``npgd`` (neural proximal gradient descent).
 """
 
 __version__ = "0.1.0"
