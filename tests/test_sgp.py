@@ -1,0 +1,356 @@
+"""Learned-stepsize SGP (mrtutor.sgp): the l1-synthesis problem (wavelet, gradient, prox, normalisation),
+the baselines ISTA and FISTA-b, the safeguards of Algorithms 3-4 against any network output, and the
+stepsize networks."""
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from mrtutor import masks, sgp
+from mrtutor.metrics import nmse_db
+from mrtutor.operators import GaussianBlur, Inpainting, PartialFourier, Radon
+from mrtutor.recon import Wavelet
+from mrtutor.sgp import STEP_RANGE, DiagNet, L1Synthesis, StepNet, bounded_positive, lipschitz, solve
+
+N = 32
+LAM = 0.05  # on these images FISTA-b is converged to round-off by 1200 iterations (tested)
+
+
+def images(batch=2, n=N, seed=0):
+    """Piecewise-smooth test images in [0, 1.1]: an ellipse and a Gaussian bump, placed at random (B, n, n)."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.linspace(-1, 1, n, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    out = []
+    for _ in range(batch):
+        a, b = (torch.rand(2, generator=g, dtype=torch.float64) * 0.6 - 0.3).tolist()
+        ellipse = ((xx - a) ** 2 / 0.5 + (yy - b) ** 2 / 0.3 < 0.5).double()
+        out.append(0.8 * ellipse + 0.3 * torch.exp(-((xx + b) ** 2 + (yy - a) ** 2) / 0.1))
+    return torch.stack(out)
+
+
+def pixel_masks(fraction=0.5, batch=2, n=N):
+    return torch.stack([masks.random_pixels((n, n), fraction, seed) for seed in range(1, batch + 1)]).double()
+
+
+def constant_net(value, diagonal):
+    """A stand-in network answering ``value`` everywhere (or random numbers for value="random")."""
+    g = torch.Generator().manual_seed(0)
+
+    def net(x, grad):
+        shape = x.shape if diagonal else x.shape[:1]
+        if value == "random":  # half of them negative, some above t_max
+            return 10 * torch.randn(shape, dtype=x.dtype, generator=g)
+        return torch.full(shape, value, dtype=x.dtype)
+
+    return net
+
+
+@contextlib.contextmanager
+def nan_warning(expected):
+    """Expect the NaN RuntimeWarning, or no warning at all."""
+    if expected:
+        with pytest.warns(RuntimeWarning, match="NaN"):
+            yield
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+
+def assert_monotone(objective, rtol=1e-12):
+    """F(x_k+1) <= F(x_k) for every sample, up to round-off."""
+    rise = objective[1:] - objective[:-1]
+    assert (rise <= rtol * objective[:-1].abs()).all(), f"largest rise {rise.max().item():.3e}"
+
+
+@pytest.fixture(scope="module")
+def inpainting():
+    """50 % inpainting, lam = 0.05, and its optimum F* from 1200 FISTA-b iterations (Lee and Chun's ground truth)."""
+    truth = images()
+    op = Inpainting(pixel_masks())
+    problem = L1Synthesis(op, op.forward(truth), LAM)
+    optimum = solve(problem, "fista_b", 1200)
+    return problem, truth, optimum
+
+
+# ------------------------------------------------------------------------------------- problem
+
+
+def test_wavelet_sym4_three_levels_is_orthonormal_and_its_transpose_is_the_adjoint():
+    transform = Wavelet((N, N), "sym4", 3)
+    g = torch.Generator().manual_seed(0)
+    x, v, c = (torch.randn(2, N, N, dtype=torch.float64, generator=g) for _ in range(3))
+    # pywt stores sym4's filter to about 5e-13 (its energy is 1 + 5e-13), hence 1e-10 rather than round-off
+    torch.testing.assert_close(transform.adjoint(transform.forward(x)), x, rtol=0, atol=1e-10)  # W^T W = I
+    torch.testing.assert_close(transform.forward(transform.adjoint(c)), c, rtol=0, atol=1e-10)  # W W^T = I
+
+    def inner(a, b):
+        return (a * b).sum().item()
+
+    assert inner(transform.forward(x), transform.forward(v)) == pytest.approx(inner(x, v), rel=1e-10)
+    assert inner(transform.forward(x), c) == pytest.approx(inner(x, transform.adjoint(c)), rel=1e-10)
+    # the problem's default is the paper's three-level symlet-4
+    problem = L1Synthesis(Inpainting(pixel_masks()), images(), LAM)
+    assert (problem.transform.wavelet, problem.transform.levels) == ("sym4", 3)
+
+
+def _operator(name):
+    if name == "inpainting":
+        return Inpainting(pixel_masks())
+    if name == "blur":
+        return GaussianBlur(2.0)
+    if name == "fourier":  # a random mask: not conjugate-symmetric, so A^H A x is complex for real x
+        return PartialFourier(pixel_masks(0.4))
+    return Radon(np.linspace(0, 180, 10, endpoint=False), N, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["inpainting", "blur", "fourier", "radon"])
+def test_gradient_and_objective_match_autograd_and_the_definition(name):
+    op = _operator(name)
+    g = torch.Generator().manual_seed(1)
+    y = op.forward(images())
+    noise = torch.randn(y.shape, dtype=y.real.dtype, generator=g)
+    y = y + (noise * (1 + 1j) if y.is_complex() else noise) * 0.05
+    lam = torch.tensor([0.03, 0.1], dtype=torch.float64)
+    problem = L1Synthesis(op, y, lam)
+    x = torch.randn(2, N, N, dtype=torch.float64, generator=g).requires_grad_()
+    problem.smooth(x).sum().backward()
+    gradient = problem.gradient(x.detach())
+    assert not gradient.is_complex()
+    torch.testing.assert_close(gradient, x.grad, rtol=1e-10, atol=1e-10)
+    # F = 1/2 ||A W^T x - y||^2 + lam ||x||_1, written out
+    x = x.detach()
+    residual = op.forward(problem.transform.adjoint(x)) - y
+    expected = 0.5 * (residual.abs() ** 2).flatten(1).sum(1) + lam * x.abs().flatten(1).sum(1)
+    torch.testing.assert_close(problem.objective(x), expected, rtol=1e-12, atol=0)
+    if name == "fourier":  # the real part in W Re(A^H r) matters here
+        assert op.adjoint(residual).imag.abs().max() > 1e-2
+
+
+def test_prox_soft_thresholds_with_scalar_per_sample_and_diagonal_steps():
+    problem = L1Synthesis(Inpainting(torch.ones(8, 8)), torch.zeros(2, 8, 8, dtype=torch.float64), 0.5, levels=1)
+    x = torch.zeros(2, 8, 8, dtype=torch.float64)
+    x[:, 0, :4] = torch.tensor([3.0, -0.5, 0.2, -2.0])
+    out = problem.prox(x, 2.0)  # threshold lam * 2 = 1
+    torch.testing.assert_close(out[:, 0, :4], torch.tensor([[2.0, 0.0, 0.0, -1.0]] * 2, dtype=torch.float64))
+    assert (out[:, 1:] == 0).all() and (out[:, 0, 4:] == 0).all()
+    out = problem.prox(x, torch.tensor([2.0, 0.2], dtype=torch.float64))  # thresholds 1 and 0.1
+    torch.testing.assert_close(out[1, 0, :4], torch.tensor([2.9, -0.4, 0.1, -1.9], dtype=torch.float64))
+    d = torch.ones_like(x)
+    d[:, 0, :4] = torch.tensor([1.0, 0.5, 0.1, 4.0])  # thresholds lam * d_i = 0.5, 0.25, 0.05, 2
+    torch.testing.assert_close(problem.prox(x, d)[:, 0, :4], torch.tensor([[2.5, -0.25, 0.15, 0.0]] * 2,
+                                                                          dtype=torch.float64))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="step"):
+            problem.prox(x, bad)
+
+
+def test_normalisation_brings_the_lipschitz_constant_to_one_and_rescales_lam():
+    op = Radon(np.linspace(0, 180, 8, endpoint=False), 16, dtype=torch.float64)
+    truth = images(n=16)
+    y = op.forward(truth)
+    original = L1Synthesis(op, y, LAM)
+    problem = L1Synthesis(op, y, LAM, normalise=True)
+    big = original.lipschitz_constant
+    assert (big > 10).all()  # a CT projector needs it
+    torch.testing.assert_close(problem.scale, big.sqrt())
+    # the exact ||A W^T||^2 of the normalised problem, from its dense matrix (both samples share A and s)
+    basis = torch.eye(256, dtype=torch.float64).reshape(128, 2, 16, 16)
+    columns = torch.cat([problem.forward(pair).flatten(1) for pair in basis]).T
+    assert torch.linalg.matrix_norm(columns, ord=2).item() ** 2 <= 1 + 1e-6
+    assert (lipschitz(problem, problem.shape, 300, seed=7) <= 1 + 1e-6).all()
+    # the same minimiser as lam * L_0 on the original scale: F_normalised = F_original(lam L_0) / L_0
+    x = problem.adjoint(problem.y)
+    rescaled = L1Synthesis(op, y, LAM * big)
+    torch.testing.assert_close(problem.objective(x), rescaled.objective(x) / big, rtol=1e-10, atol=0)
+    # operators with ||A|| = 1 are left alone
+    assert (L1Synthesis(Inpainting(pixel_masks()), truth.new_zeros(2, N, N), LAM, normalise=True).scale == 1).all()
+
+
+# ------------------------------------------------------------------------------------- baselines
+
+
+def test_fista_b_reaches_the_optimum_and_ista_is_monotone(inpainting):
+    problem, truth, optimum = inpainting
+    best = optimum.objective[-1]
+    x = optimum.coefficients  # the 1200-iteration answer is a fixed point of the prox-gradient map
+    fixed_point_error = problem.prox(x - problem.gradient(x), 1.0) - x
+    assert (fixed_point_error.flatten(1).norm(dim=1) <= 1e-9 * x.flatten(1).norm(dim=1)).all()
+    fista = solve(problem, "fista_b", 300, reference=truth)
+    assert ((fista.objective[-1] - best) <= 1e-8 * best).all()
+    ista = solve(problem, "ista", 300)
+    assert_monotone(ista.objective)
+    gap_ista = (ista.objective - best) / best
+    assert (gap_ista[-1] < 1e-4).all() and (gap_ista[0] > 0.1).all()
+    assert (fista.objective[100] - best < 0.1 * (ista.objective[100] - best)).all()  # the O(1/k^2) rate shows
+    # histories: shapes, and the NMSE of the last image
+    assert fista.objective.shape == fista.nmse_db.shape == (301, 2)
+    torch.testing.assert_close(fista.nmse_db[-1], nmse_db(fista.image, truth))
+    torch.testing.assert_close(fista.image, problem.image(fista.coefficients))
+    assert ista.nmse_db is None and ista.network_used is None
+    torch.testing.assert_close(solve(problem, "pgm", 5).objective, ista.objective[:6])
+
+
+# ------------------------------------------------------------------------------------- SGP safeguards
+
+
+@pytest.mark.parametrize("method", ["sgp_step", "sgp_diag"])
+@pytest.mark.parametrize("value", [1e6, 0.0, -1.0, -math.inf, math.inf, math.nan, "random"])
+def test_sgp_decreases_the_objective_and_converges_whatever_the_network_says(inpainting, method, value):
+    problem, _, optimum = inpainting
+    with nan_warning(isinstance(value, float) and math.isnan(value)):
+        result = solve(problem, method, 200, net=constant_net(value, method == "sgp_diag"))
+    assert_monotone(result.objective)
+    best = optimum.objective[-1]
+    assert ((result.objective[-1] - best) / best < 1e-4).all()
+    assert result.network_used.shape == (200, 2)
+
+
+@pytest.mark.parametrize("value, bound", [(1e6, "high"), (math.inf, "high"), (0.0, "low"), (-1.0, "low"),
+                                          (-math.inf, "low"), (math.nan, "lipschitz")])
+def test_out_of_range_network_outputs_become_the_documented_steps(inpainting, value, bound):
+    problem, _, _ = inpainting
+    t_lip = 1 / problem.lipschitz_constant[0].item()
+    step = {"high": STEP_RANGE * t_lip, "low": t_lip / STEP_RANGE, "lipschitz": t_lip}[bound]
+    with nan_warning(bound == "lipschitz"):
+        clipped = solve(problem, "sgp_step", 3, net=constant_net(value, False))
+        bounded = solve(problem, "sgp_diag", 3, net=constant_net(value, True), t_min=0.3, t_max=3.0)
+    exact = solve(problem, "sgp_step", 3, net=constant_net(step, False))
+    torch.testing.assert_close(clipped.coefficients, exact.coefficients, rtol=0, atol=0)
+    fixed = solve(problem, "sgp_diag", 3, net=constant_net({"high": 3.0, "low": 0.3}.get(bound, t_lip), True),
+                  t_min=0.3, t_max=3.0)
+    torch.testing.assert_close(bounded.coefficients, fixed.coefficients, rtol=0, atol=0)
+
+
+def test_each_sample_has_its_own_stepsize_and_line_search():
+    truth, mask = images(), pixel_masks()
+
+    def net(x, grad):  # a different, wild stepsize per sample, from its own input only
+        return 40 * torch.tanh(50 * x.flatten(1).mean(dim=1)) + 20
+
+    batch = solve(L1Synthesis(Inpainting(mask), truth * mask, LAM), "sgp_step", 30, net=net)
+    for i in range(2):
+        alone = solve(L1Synthesis(Inpainting(mask[i : i + 1]), (truth * mask)[i : i + 1], LAM), "sgp_step", 30, net=net)
+        torch.testing.assert_close(batch.objective[:, i], alone.objective[:, 0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(batch.network_used[:, i], alone.network_used[:, 0])
+
+
+def first_then(first, then):
+    """A network that answers ``first`` on its first call and ``then`` afterwards, counting its calls."""
+
+    def net(x, grad):
+        net.calls += 1
+        return torch.full(x.shape[:1], first if net.calls == 1 else then, dtype=x.dtype)
+
+    net.calls = 0
+    return net
+
+
+@pytest.mark.parametrize("first, backtracks, kept", [(1e6, 4, False), (10.0, 1, True)])
+def test_drs_blends_and_drops_the_network_as_algorithm_3_says(first, backtracks, kept):
+    """The first step (t_max = 100, or 10) needs 4 (or 1) Armijo halvings, which cut gamma_1 to 1/16 (1/2).
+    The second answer is t_L, so z_1 is two 1/L steps, about twice z_2: gamma_1 ||z_1|| > (1 - gamma_1) ||z_2||
+    fails at 1/16 and holds at 1/2. Once dropped, the network is not asked again."""
+    op = PartialFourier(pixel_masks(0.4))
+    problem = L1Synthesis(op, op.forward(images()), LAM)
+    net = first_then(first, 1.0)
+    result = solve(problem, "sgp_step", 6, net=net)
+    assert_monotone(result.objective)
+    assert result.network_used[0].all()
+    assert (result.network_used[1:] == kept).all()
+    assert net.calls == (6 if kept else 2)
+    # the count of halvings behind it, read off the first step: x_1 = x_0 + 2^-backtracks z_1
+    x0 = problem.adjoint(problem.y)
+    t_max = STEP_RANGE / problem.lipschitz_constant.reshape(-1, 1, 1)
+    x_net = problem.prox(x0 - t_max.clamp(max=first) * problem.gradient(x0), t_max.clamp(max=first))
+    z1 = problem.prox(x_net - problem.gradient(x_net), 1.0) - x0
+    x1 = solve(problem, "sgp_step", 1, net=first_then(first, 1.0)).coefficients
+    torch.testing.assert_close(x1, x0 + 0.5**backtracks * z1, rtol=0, atol=1e-12)
+    if kept:  # the second direction is the blend 1/2 z_1 + 1/2 z_2 (accepted at gamma_2 = 1)
+        z2 = problem.prox(x1 - problem.gradient(x1), 1.0) - x1
+        x_net = problem.prox(x1 - problem.gradient(x1), 1.0)
+        z1 = problem.prox(x_net - problem.gradient(x_net), 1.0) - x1
+        x2 = solve(problem, "sgp_step", 2, net=first_then(first, 1.0)).coefficients
+        torch.testing.assert_close(x2, x1 + 0.5 * z1 + 0.5 * z2, rtol=0, atol=1e-12)
+
+
+def test_without_an_armijo_step_sgp_falls_back_to_the_lipschitz_direction(monkeypatch):
+    op = PartialFourier(pixel_masks(0.4))
+    problem = L1Synthesis(op, op.forward(images()), LAM)
+    monkeypatch.setattr(sgp, "MAX_BACKTRACKS", 0)  # the step t_max needs 4 halvings: none is allowed
+    result = solve(problem, "sgp_step", 1, net=constant_net(1e6, False))
+    assert not result.network_used.any()
+    torch.testing.assert_close(result.coefficients, solve(problem, "ista", 1).coefficients, rtol=0, atol=1e-12)
+
+
+def test_algorithm_1_without_drs_is_monotone_and_keeps_the_network(inpainting):
+    problem, _, optimum = inpainting
+    result = solve(problem, "sgp_diag", 100, net=constant_net("random", True), drs=False)
+    assert_monotone(result.objective)
+    assert result.network_used[:50].all()  # z = T_d(x - d g) - x is a descent direction for every d > 0
+
+
+def test_bad_network_outputs_and_arguments_raise(inpainting):
+    problem, _, _ = inpainting
+    with pytest.raises(ValueError, match="one stepsize per sample"):
+        solve(problem, "sgp_step", 1, net=lambda x, g: torch.ones_like(x))
+    with pytest.raises(ValueError, match="one value per coefficient"):
+        solve(problem, "sgp_diag", 1, net=lambda x, g: torch.ones(2))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        solve(problem, "sgp_step", 1, net=lambda x, g: 1.0)
+    with pytest.raises(ValueError, match="needs a stepsize network"):
+        solve(problem, "sgp_step", 1)
+    with pytest.raises(ValueError, match="takes no network"):
+        solve(problem, "ista", 1, net=StepNet())
+    with pytest.raises(ValueError, match="method must be one of"):
+        solve(problem, "adam", 1)
+    with pytest.raises(ValueError, match="t_min"):
+        solve(problem, "sgp_step", 1, net=StepNet(), t_min=-1.0)
+    with pytest.raises(ValueError, match="lam"):
+        L1Synthesis(Inpainting(pixel_masks()), images(), -1.0)
+
+
+# ------------------------------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("kind", [StepNet, DiagNet])
+def test_stepsize_networks_shapes_bounds_and_an_untrained_run(kind):
+    net = kind(t_min=0.05, t_max=20.0).eval()
+    g = torch.Generator().manual_seed(2)
+    x, grad = (torch.randn(3, N, N, dtype=torch.float64, generator=g) for _ in range(2))
+    shape = (3,) if kind is StepNet else (3, N, N)
+    out = net(x, grad)
+    assert out.shape == shape and out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.ones(shape, dtype=torch.float64))  # zero head: sqrt(t_min t_max)
+    with torch.no_grad():  # a large random head drives the sigmoid into both bounds
+        torch.nn.init.normal_(net.head.weight, std=1e3)
+    out = net(x, grad)
+    assert ((out >= 0.05) & (out <= 20.0)).all()
+    if kind is DiagNet:
+        assert out.min().item() == pytest.approx(0.05) and out.max().item() == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="divisible"):
+        net(x[:, :30, :30], grad[:, :30, :30])
+    # an untrained network (random head) drives SGP on a complex-valued operator; F still goes down
+    with torch.no_grad():
+        torch.nn.init.normal_(net.head.weight, std=0.3)
+    op = PartialFourier(pixel_masks(0.4))
+    truth = images()
+    problem = L1Synthesis(op, op.forward(truth), LAM)
+    result = solve(problem, "sgp_step" if kind is StepNet else "sgp_diag", 10, net=net, reference=truth)
+    assert_monotone(result.objective)
+    assert result.objective[-1].max() < 0.5 * result.objective[0].min()
+    assert result.nmse_db.shape == (11, 2)
+
+
+def test_bounded_positive_is_geometric_and_stays_inside():
+    u = torch.tensor([-math.inf, -1e4, 0.0, 1e4, math.inf])
+    t = bounded_positive(u, 0.01, 100.0)
+    torch.testing.assert_close(t, torch.tensor([0.01, 0.01, 1.0, 100.0, 100.0]))
+    for bad in ((0.0, 1.0), (2.0, 1.0)):
+        with pytest.raises(ValueError, match="bounds"):
+            StepNet(t_min=bad[0], t_max=bad[1])
