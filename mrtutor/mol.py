@@ -343,8 +343,10 @@ def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-
     estimate rises to the true constant from below; in general it is a lower bound of the global one.
 
     Args:
-        net: complex images (B, H, W) -> (B, H, W), e.g. ``MOLNet``.
-        x: (B, H, W) complex, e.g. the fixed point x* (detached here).
+        net: images (B, H, W) -> (B, H, W), e.g. ``MOLNet`` (complex), or one iteration of
+            chapter 4's super-resolution network (real).
+        x: (B, H, W) complex or real floating, e.g. the fixed point x* (detached here); the
+            perturbations have its dtype.
         n_steps: gradient-ascent steps (0: the ratio at the random start).
         eps: radius of the perturbation relative to ||x||.
         step_size: multiplies the step above.
@@ -353,8 +355,9 @@ def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-
         (B,) tensor sqrt(l) per sample, differentiable in the network's parameters (the penalty of
         eq. 8 uses its square, ``lipschitz_penalty``).
     """
-    if not isinstance(x, torch.Tensor) or not x.is_complex() or x.dim() != 3:
-        raise TypeError(f"x must be a complex tensor (B, H, W), got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, torch.Tensor) or not (x.is_complex() or x.is_floating_point()) or x.dim() != 3:
+        raise TypeError(f"x must be a complex or real floating tensor (B, H, W), got "
+                        f"{getattr(x, 'dtype', type(x))} of shape {getattr(x, 'shape', None)}")
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if not eps > 0:
