@@ -47,18 +47,19 @@ ACTIVATIONS = ("relu", "swish")
 
 class Gate(nn.Module):
     """An activation written as sigma(z) = D(z) z (Sec. 3.2): a ReLU, D(z) = 1[z > 0], or a Swish
-    (Ramachandran et al. 2018), D(z) = 1 / (1 + e^-z).
+    (Ramachandran et al. 2017), D(z) = 1 / (1 + e^(-beta z)) with a learned beta (``swish_beta`` its start).
 
     For the contraction analysis the mask can be recorded (``record``) and then frozen: a frozen gate
     multiplies by the recorded mask whatever its input, which turns the network into the linear map
     of eq. 6 (with its biases, an affine one).
     """
 
-    def __init__(self, activation: str = "relu"):
+    def __init__(self, activation: str = "relu", swish_beta: float = 1.0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = activation
+        self.beta = nn.Parameter(torch.tensor(float(swish_beta))) if activation == "swish" else None
         self.record = False
         self.mask: torch.Tensor | None = None
         self.frozen = False
@@ -66,9 +67,14 @@ class Gate(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.frozen:
             return z * self.mask
+        if self.activation == "relu":
+            if self.record:
+                self.mask = (z > 0).to(z.dtype)
+            return torch.relu(z)
+        mask = torch.sigmoid(self.beta * z)
         if self.record:
-            self.mask = (z > 0).to(z.dtype) if self.activation == "relu" else torch.sigmoid(z)
-        return torch.relu(z) if self.activation == "relu" else nn.functional.silu(z)
+            self.mask = mask.detach()
+        return z * mask
 
 
 class ResidualBlock(nn.Module):
@@ -123,12 +129,17 @@ class LinearCNNProximal(nn.Module):
     the same for the 32 x 32 kernels as for 8 x 8 ones, where a direct 32 x 32 convolution would take
     hours per epoch on a CPU. ``convolve`` is the same map computed layer by layer with ``conv2d``.
 
-    The paper gives neither the width nor the initialisation. Here each layer starts as the identity
-    (a centred delta, averaged over its input channels) plus small noise, so that P starts as the Swish
-    itself and the 25 unrolled copies start stable.
+    The paper gives neither the width nor the initialisation, nor the images' scale, which decides
+    what a Swish does: z sigmoid(z) is far from z on [0, 1] (0.73 at z = 1), so with images in [0, 1]
+    no linear map before it can make P close to the identity. The Swish of Ramachandran et al. has a
+    parameter, z sigmoid(beta z); here beta is learned and starts at ``swish_beta`` = 10, where the
+    Swish keeps a grey level of 0.5 to within 1 %. Each layer starts as the identity (a centred delta,
+    averaged over its input channels) plus small noise, so that P starts as that Swish and the 25
+    unrolled copies start stable.
     """
 
-    def __init__(self, layers: int = 5, features: int = 8, kernel_size: int = 8, init_noise: float = 1e-3):
+    def __init__(self, layers: int = 5, features: int = 8, kernel_size: int = 8, init_noise: float = 1e-3,
+                 swish_beta: float = 10.0):
         super().__init__()
         if layers < 2 or features < 1 or kernel_size < 1:
             raise ValueError(f"need layers >= 2, features >= 1, kernel_size >= 1; got {layers}, {features}, {kernel_size}")
@@ -142,7 +153,7 @@ class LinearCNNProximal(nn.Module):
             weight[:, :, centre, centre] += 1 / c_in
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.zeros(c_out)))
-        self.gate = Gate("swish")
+        self.gate = Gate("swish", swish_beta)
 
     def _padding(self) -> tuple[int, int, int, int]:
         centre = self.kernel_size // 2

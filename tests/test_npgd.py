@@ -203,12 +203,14 @@ def test_the_residual_proximal_adds_its_input():
 
 
 def test_a_swish_gate_records_the_sigmoid_as_its_mask():
-    gate, z = Gate("swish"), torch.linspace(-3, 3, 7)
+    gate, z = Gate("swish", swish_beta=2.0), torch.linspace(-3, 3, 7)
     gate.record = True
     out = gate(z)
-    assert torch.allclose(out, z * torch.sigmoid(z)) and torch.allclose(gate.mask, torch.sigmoid(z))
+    assert torch.allclose(out, z * torch.sigmoid(2 * z)) and torch.allclose(gate.mask, torch.sigmoid(2 * z))
+    out.sum().backward()
+    assert gate.beta.grad is not None  # beta is learned
     gate.frozen = True
-    assert torch.allclose(gate(torch.ones(7)), torch.sigmoid(z))
+    assert torch.allclose(gate(torch.ones(7)), torch.sigmoid(2 * z))
     with pytest.raises(ValueError, match="activation must be one of"):
         Gate("tanh")
 
@@ -222,11 +224,12 @@ def test_the_fourier_linear_cnn_is_the_circular_convolution_network(kernel_size)
             bias.normal_()
     x = torch.randn(2, 40, 36)
     assert torch.allclose(proximal.linear(x), proximal.convolve(x), atol=1e-4)
-    assert torch.allclose(proximal(x), nn.functional.silu(proximal.convolve(x)), atol=1e-4)
+    z = proximal.convolve(x)
+    assert torch.allclose(proximal(x), z * torch.sigmoid(10 * z), atol=1e-4)
 
 
 def test_the_linear_cnn_starts_as_the_swish_and_refuses_what_it_cannot_do():
-    proximal = LinearCNNProximal(kernel_size=8, init_noise=0.0)
+    proximal = LinearCNNProximal(kernel_size=8, init_noise=0.0, swish_beta=1.0)
     x = torch.randn(2, 16, 16)
     assert torch.allclose(proximal(x), nn.functional.silu(x), atol=1e-5)
     with pytest.raises(ValueError, match="larger than the image"):

@@ -28,7 +28,7 @@ train npgd_t10_rb1 npgd --iterations 10 --blocks 1 --epochs 30 --residual $mri
 train resnet_rb10 npgd --iterations 1 --blocks 10 --epochs 30 --residual $mri
 train npgd_t5_rb2 npgd --iterations 5 --blocks 2 --epochs 30 --residual $mri
 train npgd_sr_k8 npgd_sr --kernel-size 8 --epochs 15 --lr 3e-4 $sr
-train npgd_sr_k32 npgd_sr --kernel-size 32 --epochs 15 --lr 1e-5 $sr
+train npgd_sr_k32 npgd_sr --kernel-size 32 --epochs 15 --lr 2e-5 $sr
 train npgd_t2_rb5 npgd --iterations 2 --blocks 5 --epochs 30 --residual $mri
 train npgd_t10_rb1_plain npgd --iterations 10 --blocks 1 --epochs 10 $mri
 grid() { for copies_blocks in "$@"; do
