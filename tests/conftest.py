@@ -6,7 +6,9 @@ every cell (kernel start and shutdown included), prints the totals at the end of
 them to ``tests/test_notebooks.py``, whose timing test runs after all notebooks (marker
 ``after_notebooks``) and fails a chapter over the limit. No notebook is executed twice. While nbval
 runs a chapter in its fresh kernel, ``FiguresAsImages`` fails any cell whose figure comes out as
-text only (``<Figure size ... with N Axes>``), which is what a reader would see instead of the image.
+text only (``<Figure size ... with N Axes>``), which is what a reader would see instead of the image,
+and ``GluedNames`` collects the names each chapter glues (``myst_nb.glue``) for the test that every
+``{glue:...}`` reference in the prose has its value.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 CLOCK_PLUGIN = "mrtutor-notebook-clock"
 FIGURES_PLUGIN = "mrtutor-figures-as-images"
+GLUE_PLUGIN = "mrtutor-glued-names"
 
 
 class NotebookClock:
@@ -66,6 +69,24 @@ class FiguresAsImages:
         return result
 
 
+class GluedNames:
+    """The names glued by each notebook's cells as nbval ran them (``scrapbook`` metadata of their outputs)."""
+
+    def __init__(self):
+        self.names: dict[str, set[str]] = defaultdict(set)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):
+        try:
+            return (yield)
+        finally:
+            path = item.nodeid.partition("::")[0]
+            for output in getattr(item, "test_outputs", None) or []:
+                name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+                if name:
+                    self.names[path].add(name)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "after_notebooks: run after every notebook item (reads what nbval measured)"
@@ -74,6 +95,8 @@ def pytest_configure(config):
         config.pluginmanager.register(NotebookClock(), CLOCK_PLUGIN)
     if not config.pluginmanager.has_plugin(FIGURES_PLUGIN):
         config.pluginmanager.register(FiguresAsImages(), FIGURES_PLUGIN)
+    if not config.pluginmanager.has_plugin(GLUE_PLUGIN):
+        config.pluginmanager.register(GluedNames(), GLUE_PLUGIN)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,3 +109,9 @@ def pytest_collection_modifyitems(config, items):
 def notebook_clock(request) -> NotebookClock:
     """The clock that timed this session's nbval notebooks."""
     return request.config.pluginmanager.get_plugin(CLOCK_PLUGIN)
+
+
+@pytest.fixture
+def glued_names(request) -> GluedNames:
+    """The names glued by this session's nbval notebooks."""
+    return request.config.pluginmanager.get_plugin(GLUE_PLUGIN)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,15 @@ def test_chapter_runs_in_the_quick_tier_within_the_limit(path, notebook_clock):
     assert seconds < notebook_clock.limit_s, (
         f"{key} took {seconds:.0f} s in the quick tier; the limit is {notebook_clock.limit_s:.0f} s"
     )
+
+
+@pytest.mark.after_notebooks
+@pytest.mark.parametrize("path", CHAPTERS, ids=_id)
+def test_every_glued_value_in_the_prose_is_glued_by_a_cell(path, notebook_clock, glued_names):
+    key = _id(path)
+    if key not in notebook_clock.seconds or key in notebook_clock.failed:
+        pytest.skip(f"nbval did not run {key} to the end in this session (make test does)")
+    markdown = "\n".join(c.source for c in nbformat.read(path, 4).cells if c.cell_type == "markdown")
+    referenced = set(re.findall(r"\{glue(?::\w+)?\}`([^`:]+)", markdown))
+    missing = referenced - glued_names.names.get(key, set())
+    assert not missing, f"{key}: the prose shows values that no cell glues: {sorted(missing)}"
