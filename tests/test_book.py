@@ -239,8 +239,6 @@ NOT_NUMBERS = [r"\$\$.*?\$\$", r"\$[^$\n]*\$", r"\{glue[^}]*\}`[^`]*`", r"`[^`]*
                r"\b(?:Secs?\.|Sections?|Props?\.|Figs?\.|Figures?|Tables?|Eqs?\.|Thm\.|Theorems?|Lemmas?|Algorithms?)"
                r"\s+\d+(?:\.\d+)*(?:\s*(?:,|and|to|-)\s*\d+(?:\.\d+)*)*"]
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+")
-# Decimals still typed by hand into chapters 1-3, to be glued (issue 24); the count may only go down.
-TYPED_DECIMALS_LEFT = {"03_mol": 78}
 
 
 def typed_decimals(notebook: Path) -> list[str]:
@@ -266,8 +264,7 @@ def test_typed_decimal_finder_skips_maths_code_glue_and_labels():
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
 def test_numbers_in_the_prose_are_computed_or_declared_quotes(notebook):
     typed = typed_decimals(notebook)
-    allowed = TYPED_DECIMALS_LEFT.get(notebook.stem, 0)
-    assert len(typed) <= allowed, f"{notebook.name}: {len(typed)} typed decimals (at most {allowed}): {typed}"
+    assert not typed, f"{notebook.name}: decimals typed into the prose, neither glued nor declared quotes: {typed}"
 
 
 def test_every_cited_key_is_in_references_bib_with_the_five_papers():
