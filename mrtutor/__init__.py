@@ -2,7 +2,7 @@
 
 Small flat modules, one concept each: ``fft``, ``sense``, ``operators`` (forward operators beyond
 MRI), ``masks``, ``cg``, ``recon``, ``metrics``,
-``evaluate``, ``data`` (a package of small modules: anatomy, acquisition, demo dataset, loaders,
+``evaluate``, ``source`` (the package's code as the chapters list it), ``data`` (a package of small modules: anatomy, acquisition, demo dataset, loaders,
 downloads), ``config``, ``viz``, ``checkpoints``, ``recipes`` (how each method is trained),
 ``train`` (the loop they share) and, chapter by chapter, the methods of the five papers, each with
 its recipes: ``modl`` (MoDL), ``deq`` and ``mol`` (MOL), ``npgd`` (neural proximal gradient descent).

@@ -139,7 +139,7 @@ def _check_lam(lam, like: torch.Tensor) -> torch.Tensor:
     return lam
 
 
-class _SolveNormal(torch.autograd.Function):
+class SolveNormal(torch.autograd.Function):
     """x = (A^H A + lam I)^-1 rhs. Saves only x and lam for backward, whatever max_iter is."""
 
     @staticmethod
@@ -194,7 +194,7 @@ def solve_normal(op, rhs: torch.Tensor, lam, max_iter: int = 10, tol: float = 1e
     lam = _check_lam(lam, rhs)
     if x0 is not None:
         x0 = x0.detach()
-    return _SolveNormal.apply(rhs, lam, op, max_iter, tol, x0)
+    return SolveNormal.apply(rhs, lam, op, max_iter, tol, x0)
 
 
 def single_coil_dc(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, lam) -> torch.Tensor:

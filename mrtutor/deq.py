@@ -93,7 +93,7 @@ def _relative_residual(fx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return diff / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
-def _anderson_mix(xs: list[torch.Tensor], fs: list[torch.Tensor], beta: float, reg: float) -> torch.Tensor:
+def anderson_mix(xs: list[torch.Tensor], fs: list[torch.Tensor], beta: float, reg: float) -> torch.Tensor:
     """Type-II Anderson step from the last n iterates x_i and their images f(x_i), each (B, D) real.
 
     Solves min_a ||sum_i a_i g_i||^2 + reg ||a||^2 subject to sum_i a_i = 1, g_i = f(x_i) - x_i, per
@@ -196,7 +196,7 @@ def fixed_point(
             if len(xs) > anderson:
                 xs.pop(0)
                 fs.pop(0)
-            x = _unflat(_anderson_mix(xs, fs, beta, reg), x)
+            x = _unflat(anderson_mix(xs, fs, beta, reg), x)
         else:
             x = fx
     info.converged = info.residuals[-1] <= tol  # False for NaN, as it should be
