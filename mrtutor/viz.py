@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from mrtutor.metrics import psnr, ssim
 
@@ -127,6 +128,7 @@ def show_comparison(
     metrics: bool = True,
     error_scale: float | None = None,
     figsize_per: float = 2.5,
+    zoom: tuple[float, float, float] | None = None,
 ) -> Figure:
     """Reconstructions beside their reference, with their scores and error maps.
 
@@ -141,8 +143,12 @@ def show_comparison(
         metrics: whether to put PSNR and SSIM in the titles.
         error_scale: the error shown brightest; default the largest error of all maps.
         figsize_per: inches per image cell.
+        zoom: ``(top, left, side)`` of a square region as fractions of the image's height and width:
+            it is framed in every top-row image and shown enlarged in an inset in its lower right
+            corner, as the papers' figures zoom into detail.
     Returns:
-        The figure: 1 + 2 * len(recons) image axes, then the colour bar's axes.
+        The figure: 1 + 2 * len(recons) image axes (each top-row one with its inset when zoomed),
+        then the colour bar's axes.
     """
     if not isinstance(recons, Mapping):
         raise TypeError(f"recons must be a dict of name -> (H, W) image, got {type(recons).__name__}")
@@ -159,6 +165,10 @@ def show_comparison(
             raise ValueError(f"recons[{name!r}] has shape {tuple(image.shape)}; expected ref's {tuple(ref.shape)}")
     if error_scale is not None and not error_scale > 0:
         raise ValueError(f"error_scale must be > 0, got {error_scale}")
+    if zoom is not None:
+        if len(zoom) != 3 or not (0 <= zoom[0] < 1 and 0 <= zoom[1] < 1 and 0 < zoom[2] <= 1
+                                  and zoom[0] + zoom[2] <= 1 and zoom[1] + zoom[2] <= 1):
+            raise ValueError(f"zoom must be (top, left, side) fractions with the square inside the image, got {zoom}")
 
     recons = {name: image.detach().to(ref.device) for name, image in recons.items()}
     ref = ref.detach()
@@ -174,17 +184,77 @@ def show_comparison(
     for ax in axes.flat:
         ax.set_axis_off()
     axes[1, 0].remove()
-    axes[0, 0].imshow(ref.abs().cpu().numpy(), cmap="gray", vmin=0, vmax=peak)
+    region = None
+    if zoom is not None:
+        h, w = ref.shape
+        top, left, side = round(zoom[0] * h), round(zoom[1] * w), max(2, round(zoom[2] * min(h, w)))
+        region = (slice(top, top + side), slice(left, left + side))
+
+    def draw(ax, image):
+        magnitude = image.abs().cpu().numpy()
+        ax.imshow(magnitude, cmap="gray", vmin=0, vmax=peak)
+        if region is not None:
+            rows, cols = region
+            ax.add_patch(Rectangle((cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
+                                   fill=False, edgecolor="yellow", linewidth=1))
+            inset = ax.inset_axes([0.58, 0.0, 0.42, 0.42])
+            inset.imshow(magnitude[rows, cols], cmap="gray", vmin=0, vmax=peak)
+            inset.set_xticks([])
+            inset.set_yticks([])
+            for spine in inset.spines.values():
+                spine.set_edgecolor("yellow")
+
+    draw(axes[0, 0], ref)
     axes[0, 0].set_title("reference")
     for column, (name, image) in enumerate(recons.items(), start=1):
         title = name
         if metrics:
             title = f"{name}\nPSNR {psnr(image, ref).item():.2f} dB, SSIM {ssim(image, ref).item():.3f}"
-        axes[0, column].imshow(image.abs().cpu().numpy(), cmap="gray", vmin=0, vmax=peak)
+        draw(axes[0, column], image)
         axes[0, column].set_title(title)
         shown = axes[1, column].imshow(errors[name], cmap="inferno", vmin=0, vmax=error_scale)
         axes[1, column].set_title("|error|")
     fig.colorbar(shown, ax=list(axes[1, 1:]), shrink=0.8)
+    return fig
+
+
+def paper_vs_book(
+    paper: Mapping[str, Mapping[str, float]],
+    book: Mapping[str, Mapping[str, float]],
+    ylabel: str = "PSNR (dB)",
+    figsize_per: float = 3.2,
+) -> Figure:
+    """The paper's numbers beside the book's, as grouped bars: one panel per column of the table.
+
+    Args:
+        paper: column (e.g. "6x") -> method -> the paper's value; a method it lacks gets no paper bar.
+        book: column -> method -> the book's value, for the same columns; its methods set the order.
+        ylabel: what the values are.
+        figsize_per: inches per panel.
+    Returns:
+        The figure: one axes per column, each with a legend ("paper", "this book").
+    """
+    if not book:
+        raise ValueError("book is empty; expected column -> method -> value")
+    if set(paper) - set(book):
+        raise ValueError(f"paper has columns that book lacks: {sorted(set(paper) - set(book))}")
+    fig = Figure(figsize=(len(book) * figsize_per + 0.5, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(book), squeeze=False, sharey=True)[0]
+    values = [v for column in book.values() for v in column.values()]
+    values += [v for column in paper.values() for v in column.values()]
+    low, high = min(values), max(values)
+    for ax, (column, ours) in zip(axes, book.items()):
+        theirs = paper.get(column, {})
+        names = list(ours)
+        positions = np.arange(len(names))
+        ax.bar(positions - 0.2, [theirs.get(n, np.nan) for n in names], 0.4, label="paper", color="lightgray",
+               edgecolor="k", hatch="//")
+        ax.bar(positions + 0.2, [ours[n] for n in names], 0.4, label="this book", color="tab:blue")
+        ax.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(column)
+        ax.set_ylim(low - 0.15 * (high - low) - 1, high + 0.1 * (high - low) + 0.5)  # bars differ near the top
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8, loc="lower left")
     return fig
 
 

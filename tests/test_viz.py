@@ -106,6 +106,29 @@ def test_show_comparison_titles_carry_the_package_metrics_and_errors_share_a_sca
     assert plain.axes[3].get_images()[0].get_clim() == (0, 0.05)
 
 
+def test_show_comparison_zoom_frames_the_region_and_enlarges_it_in_an_inset():
+    ref = _complex_image(0).abs()
+    recons = {"noisy": ref + 0.1 * _complex_image(1)}
+    h, w = ref.shape
+    fig = viz.show_comparison(recons, ref, zoom=(0.25, 0.5, 0.25))
+    top, left, side = round(0.25 * h), round(0.5 * w), round(0.25 * min(h, w))
+    for ax, image in ((fig.axes[0], ref), (fig.axes[1], recons["noisy"])):
+        (frame,) = ax.patches
+        assert frame.get_xy() == (left - 0.5, top - 0.5) and frame.get_width() == side == frame.get_height()
+        (inset,) = ax.child_axes
+        shown = inset.get_images()[0].get_array()
+        assert np.allclose(shown, image.abs()[top:top + side, left:left + side].numpy())
+        assert inset.get_images()[0].get_clim() == pytest.approx((0, ref.max().item()))
+    assert not viz.show_comparison(recons, ref).axes[0].child_axes
+
+
+@pytest.mark.parametrize("zoom", [(0.8, 0.0, 0.3), (0.0, 0.0, 0.0), (0.1, 0.1)])
+def test_show_comparison_refuses_a_zoom_outside_the_image(zoom):
+    ref = _complex_image(0).abs()
+    with pytest.raises(ValueError, match="zoom must be"):
+        viz.show_comparison({"a": ref}, ref, zoom=zoom)
+
+
 @pytest.mark.parametrize(
     ("recons", "ref", "error", "match"),
     [
@@ -187,3 +210,23 @@ def test_explorer_closes_pyplot_frames_so_they_do_not_show_twice():
 def test_explorer_refuses_bad_input(frames, labels, error, match):
     with pytest.raises(error, match=match):
         viz.precomputed_explorer(frames, labels)
+
+
+def test_paper_vs_book_draws_a_panel_per_column_and_leaves_missing_paper_values_out():
+    paper = {"6x": {"TV": 34.5, "MoDL": 39.24}, "10x": {"TV": 31.98, "MoDL": 37.35}}
+    book = {"6x": {"TV": 33.0, "CG-SENSE": 30.0, "MoDL": 35.9}, "10x": {"TV": 30.0, "CG-SENSE": 27.0, "MoDL": 34.7}}
+    fig = viz.paper_vs_book(paper, book)
+    assert [ax.get_title() for ax in fig.axes] == ["6x", "10x"]
+    for ax, column in zip(fig.axes, book):
+        paper_bars, book_bars = ax.containers
+        assert [bar.get_height() for bar in book_bars] == list(book[column].values())
+        heights = [bar.get_height() for bar in paper_bars]
+        assert heights[0] == paper[column]["TV"] and np.isnan(heights[1]) and heights[2] == paper[column]["MoDL"]
+        assert [label.get_text() for label in ax.get_xticklabels()] == list(book[column])
+
+
+def test_paper_vs_book_refuses_columns_the_book_lacks():
+    with pytest.raises(ValueError, match="columns that book lacks"):
+        viz.paper_vs_book({"4x": {"a": 1.0}}, {"6x": {"a": 1.0}})
+    with pytest.raises(ValueError, match="book is empty"):
+        viz.paper_vs_book({}, {})
