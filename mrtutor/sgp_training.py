@@ -32,6 +32,11 @@ from mrtutor.sgp import DiagNet, L1Synthesis, StepNet, _network_step, _per_sampl
 KINDS = ("step", "diag")
 # Images are real in [0, 1]; records state it (``Recipe.finish``) beside lam.
 IMAGE_RANGE = (0.0, 1.0)
+# The networks' step bounds, t_L = 1. Wider than solve's default [t_L / 100, 100 t_L]: the greedy
+# step of inpainting at lam = 0.1 / 255 lies near 1000 t_L (the threshold lam t must reach about 0.4 to
+# fill the missing pixels at all), while Fourier, deblurring and CT want 1 to 100. The untrained
+# network's step, sqrt(T_MIN T_MAX), is t_L.
+T_MIN, T_MAX = 1e-4, 1e4
 
 
 def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, iterations: int,
@@ -85,7 +90,7 @@ class LearnedSGP(nn.Module):
 
     def __init__(self, kind: str = "step", problem: str = "inpainting", fraction: float = 0.5, noise: float = 0.0,
                  iterations: int = 10, lam: float = LAM, views: int = VIEWS, features: int = 16,
-                 t_min: float = 0.01, t_max: float = 100.0):
+                 t_min: float = T_MIN, t_max: float = T_MAX):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -151,7 +156,7 @@ register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal
            default=LAM, bound=">= 0"),
     Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
-    Option("t_min", float, "smallest step the network may give", default=0.01, bound="> 0"),
-    Option("t_max", float, "largest step the network may give", default=100.0, bound="> 0"),
+    Option("t_min", float, "smallest step the network may give (t_L = 1)", default=T_MIN, bound="> 0"),
+    Option("t_max", float, "largest step the network may give (t_L = 1)", default=T_MAX, bound="> 0"),
 ), loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets,
    reconstruct=sgp_reconstruct))
