@@ -16,7 +16,9 @@
 # hour per network. The first run also computes the FISTA-b references: about 6 minutes (inpainting) and
 # 12 minutes (Fourier, with the demo brains) for the training split on one thread. lr 1e-2 for the
 # Step-learned networks (at 1e-3 the step of inpainting, which wants about 1000 t_L, had moved to 3 t_L after
-# two epochs); 1e-3 for the Diag-learned ones (at 1e-2 the diagonal drifted below t_L and the loss stayed flat).
+# two epochs, at 1e-2 to 400 t_L, and the validation PSNR after 10 iterations rose from 10.8 to 19.3 dB); 1e-3 for
+# the Diag-learned ones (at 1e-2 the diagonal drifted below t_L and the loss stayed flat; at 1e-3 the training
+# loss falls, but on validation the line search soon drops the network and SGP runs as ISTA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRTUTOR_MODE=demo
