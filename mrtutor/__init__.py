@@ -5,7 +5,8 @@ MRI), ``masks``, ``cg``, ``recon``, ``metrics``,
 ``evaluate``, ``source`` (the package's code as the chapters list it), ``data`` (a package of small modules: anatomy, acquisition, demo dataset, loaders,
 downloads), ``config``, ``viz``, ``checkpoints``, ``recipes`` (how each method is trained),
 ``train`` (the loop they share) and, chapter by chapter, the methods of the five papers, each with
-its recipes: ``modl`` (MoDL), ``deq`` and ``mol`` (MOL), ``npgd`` (neural proximal gradient descent).
+its recipes: ``modl`` (MoDL), ``deq`` and ``mol`` (MOL), ``npgd`` (neural proximal gradient descent),
+``sgp`` and ``sgp_training`` (learned stepsizes for scaled gradient projection; recipe ``sgp``).
 """
 
 __version__ = "0.1.0"

@@ -130,6 +130,22 @@ checks that it is current.
 """
 
 
+def setting(info: dict) -> str:
+    """What a record's validation score was measured on: "at 6x" for MRI, "on inpainting from 50 %
+    of the samples" (or "on deblurring", "on ct with 144 views", "..., noise 0.02") for the
+    sparse-recovery networks of chapter 5."""
+    recovery = info.get("sparse_recovery")
+    if recovery is None:
+        return f"at {info['config']['acceleration']:g}x"
+    problem = recovery["problem"]
+    text = f"on {problem}"
+    if problem in ("inpainting", "fourier"):
+        text += f" from {100 * recovery['fraction']:g} % of the samples"
+    elif problem == "ct":
+        text += f" with {recovery['views']} views"
+    return text + (f", noise {recovery['noise']:g}" if recovery["noise"] else "")
+
+
 def catalogue(directory: Path | None = None) -> str:
     """``README.md`` of a checkpoint directory: one row per record, sorted by name."""
     directory = checkpoint_dir() if directory is None else Path(directory)
@@ -139,7 +155,7 @@ def catalogue(directory: Path | None = None) -> str:
         command = info["command"].removeprefix("python -m mrtutor.train ")
         config = info["config"]
         psnr = info["final_metrics"].get("val_psnr")
-        score = "" if psnr is None else f"{psnr:.2f} dB at {config['acceleration']:g}x"
+        score = "" if psnr is None else f"{psnr:.2f} dB {setting(info)}"
         minutes = info["training_seconds"] / 60
         rows.append(f"| `{info['name']}` | `{info['recipe']}` | `{command}` | {len(info['history'])} | "
                     f"{minutes:.0f} min | {info['device']} | {score} |")

@@ -51,6 +51,9 @@ def describe() -> str:
 # the same code runs at every tier and only this table differs.
 TIERS: dict[str, dict] = {
     "quick": {
+        # Chapter 5's sparse-recovery images (mrtutor.data.sparse_recovery): side and samples per split.
+        "sgp_image_size": 32,
+        "sgp_samples": {"train": 8, "val": 4, "test": 4},
         "image_shape": (48, 48),
         "num_coils": 4,
         "noise_sigma": 0.01,
@@ -59,6 +62,8 @@ TIERS: dict[str, dict] = {
         "baseline_lambda": {"cg_sense": 3e-3, "tv": 3e-3, "l1_wavelet": 1e-3},
     },
     "demo": {
+        "sgp_image_size": 128,
+        "sgp_samples": {"train": 240, "val": 24, "test": 24},
         "image_shape": (128, 128),
         "num_coils": 8,
         "noise_sigma": 0.01,
@@ -67,6 +72,9 @@ TIERS: dict[str, dict] = {
         "baseline_lambda": {"cg_sense": 1e-2, "tv": 1e-3, "l1_wavelet": 3e-3},
     },
     "paper": {
+        # Lee and Chun: BSDS500 at 256 x 256, 450 training and 50 test images.
+        "sgp_image_size": 256,
+        "sgp_samples": {"train": 450, "val": 50, "test": 50},
         # The MoDL brain data: 256 x 232, 12 coils, sigma = 0.01 on max-1 images.
         "image_shape": (256, 232),
         "num_coils": 12,

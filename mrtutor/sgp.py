@@ -28,7 +28,7 @@ Two departures, both so that the objective F (not f alone) decreases whatever th
   instead and stops using the network, as Algorithm 3 does when its own test fails. Every z with
   F(x + z) < F(x) has h(z) < 0 (f is convex), so this only turns away directions that cannot help.
 
-The training of eq. 7 and Algorithm 2 is not here.
+The training of eq. 7 and Algorithm 2 is in ``mrtutor.sgp_training``.
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ class L1Synthesis:
         wavelet, levels: of the ``recon.Wavelet`` (H and W divisible by 2**levels).
         normalise: divide A and y by sqrt(L_0) where L_0 > 1 (see above).
         power_iterations: of ``lipschitz``.
+        lipschitz_estimate: a known ||A||^2 (a number or (B,)) instead of the power iteration: 1 for
+            the operators with ||A|| = 1, or the estimate of an operator shared by many problems
+            (``Radon``), computed once.
 
     Attributes:
         shape: (B, H, W) of images and coefficients.
@@ -155,7 +158,7 @@ class L1Synthesis:
     """
 
     def __init__(self, op, y: torch.Tensor, lam, wavelet: str = "sym4", levels: int = 3, normalise: bool = False,
-                 power_iterations: int = 100):
+                 power_iterations: int = 100, lipschitz_estimate=None):
         _check_operator(op)
         if not isinstance(y, torch.Tensor) or y.dim() < 2:
             raise TypeError(f"y must be a batched torch.Tensor (B, ...), got {getattr(y, 'shape', type(y).__name__)}")
@@ -176,7 +179,10 @@ class L1Synthesis:
         self.lam = lam.expand(self.shape[0]).reshape(-1, 1, 1)
         self.y = y
         self.scale = torch.ones(self.shape[0], dtype=real_dtype, device=y.device)
-        estimate = lipschitz(op, self.shape, power_iterations, dtype=real_dtype, device=y.device)
+        if lipschitz_estimate is None:
+            estimate = lipschitz(op, self.shape, power_iterations, dtype=real_dtype, device=y.device)
+        else:
+            estimate = torch.as_tensor(lipschitz_estimate, dtype=real_dtype, device=y.device).expand(self.shape[0])
         if not (torch.isfinite(estimate).all() and (estimate > 0).all()):
             raise ValueError(f"the Lipschitz estimate ||A||^2 must be finite and > 0, got {estimate.tolist()}")
         if normalise:
@@ -459,6 +465,57 @@ def _bound(value, default: torch.Tensor, name: str) -> torch.Tensor:
     return torch.full_like(default, float(value))
 
 
+def step_bounds(t_lip: torch.Tensor, t_min: float | None = None, t_max: float | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SGP methods' stepsize bounds (B, 1, 1) x 2: ``t_min`` and ``t_max``, by default
+    [t_L / STEP_RANGE, t_L * STEP_RANGE] per sample, t_L = ``t_lip`` (B, 1, 1)."""
+    low = _bound(t_min, t_lip / STEP_RANGE, "t_min")
+    high = _bound(t_max, t_lip * STEP_RANGE, "t_max")
+    if (low > high).any():
+        raise ValueError(f"t_min must not exceed t_max, got t_min={t_min!r}, t_max={t_max!r}")
+    return low, high
+
+
+def sgp_iteration(problem: L1Synthesis, x: torch.Tensor, grad: torch.Tensor, d: torch.Tensor | None,
+                  t_lip: torch.Tensor, use_net: torch.Tensor, weight: torch.Tensor, drs: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration of Algorithm 4 (with Algorithm 3 when ``drs``), as ``solve`` describes it.
+
+    Args:
+        x, grad: the iterate x_k and grad f(x_k), (B, H, W).
+        d: the network's step, (B, 1, 1) or (B, H, W) inside its bounds (``_network_step``); None
+            when no sample uses the network any more.
+        t_lip: 1/L, (B, 1, 1).
+        use_net: (B,) bool, Algorithm 3's useCNN; weight: (B,) gamma_1.
+    Returns:
+        x_k+1 (B, H, W), and the updated use_net and weight.
+    """
+    l1_x = problem.l1(x)
+    z_lip = problem.prox(x - t_lip * grad, t_lip) - x  # z_2
+    z = z_lip
+    if d is not None:
+        x_net = problem.prox(x - d * grad, d)
+        if drs:
+            z_net = problem.prox(x_net - t_lip * problem.gradient(x_net), t_lip) - x  # z_1
+            blend = weight * torch.linalg.vector_norm(z_net.flatten(1), dim=1) > (
+                DRS_ALPHA * (1 - weight) * torch.linalg.vector_norm(z_lip.flatten(1), dim=1))
+            use_net = use_net & blend
+            w = _per_sample(weight, x)
+            z_net = w * z_net + (1 - w) * z_lip
+        else:
+            z_net = x_net - x
+        z = torch.where(_per_sample(use_net, x), z_net, z_lip)
+    gamma, backtracks = _line_search(problem, x, z, grad, l1_x, _model_decrease(problem, x, z, grad, l1_x))
+    weight = weight * ETA_WEIGHT**backtracks
+    stuck = use_net & (gamma == 0)  # no descent direction, or no Armijo step along it
+    if stuck.any():  # -> the 1/L direction, and the network is dropped
+        use_net = use_net & ~stuck
+        z = torch.where(_per_sample(stuck, x), z_lip, z)
+        h = _model_decrease(problem, x, z, grad, l1_x)
+        gamma = torch.where(stuck, _line_search(problem, x, z, grad, l1_x, h)[0], gamma)
+    return x + _per_sample(gamma, x) * z, use_net, weight
+
+
 @torch.no_grad()
 def solve(problem: L1Synthesis, method: str, iterations: int, net=None, x0: torch.Tensor | None = None,
           reference: torch.Tensor | None = None, *, t_min: float | None = None, t_max: float | None = None,
@@ -562,41 +619,15 @@ def solve(problem: L1Synthesis, method: str, iterations: int, net=None, x0: torc
 
     else:
         diagonal = method == "sgp_diag"
-        low = _bound(t_min, t_lip / STEP_RANGE, "t_min")
-        high = _bound(t_max, t_lip * STEP_RANGE, "t_max")
-        if (low > high).any():
-            raise ValueError(f"t_min must not exceed t_max, got t_min={t_min!r}, t_max={t_max!r}")
+        low, high = step_bounds(t_lip, t_min, t_max)
         batch = x.shape[0]
         use_net = torch.ones(batch, dtype=torch.bool, device=x.device)
         weight = torch.ones(batch, dtype=x.dtype, device=x.device)  # gamma_1
         for _ in range(iterations):
             grad = problem.gradient(x)
-            l1_x = problem.l1(x)
-            z_lip = problem.prox(x - t_lip * grad, t_lip) - x  # z_2
-            z = z_lip
-            if use_net.any():
-                d = _network_step(net(x, grad), diagonal, x, low, high, t_lip)
-                x_net = problem.prox(x - d * grad, d)
-                if drs:
-                    z_net = problem.prox(x_net - t_lip * problem.gradient(x_net), t_lip) - x  # z_1
-                    blend = weight * torch.linalg.vector_norm(z_net.flatten(1), dim=1) > (
-                        DRS_ALPHA * (1 - weight) * torch.linalg.vector_norm(z_lip.flatten(1), dim=1))
-                    use_net = use_net & blend
-                    w = _per_sample(weight, x)
-                    z_net = w * z_net + (1 - w) * z_lip
-                else:
-                    z_net = x_net - x
-                z = torch.where(_per_sample(use_net, x), z_net, z_lip)
-            gamma, backtracks = _line_search(problem, x, z, grad, l1_x, _model_decrease(problem, x, z, grad, l1_x))
-            weight = weight * ETA_WEIGHT**backtracks
-            stuck = use_net & (gamma == 0)  # no descent direction, or no Armijo step along it
-            if stuck.any():  # -> the 1/L direction, and the network is dropped
-                use_net = use_net & ~stuck
-                z = torch.where(_per_sample(stuck, x), z_lip, z)
-                h = _model_decrease(problem, x, z, grad, l1_x)
-                gamma = torch.where(stuck, _line_search(problem, x, z, grad, l1_x, h)[0], gamma)
+            d = _network_step(net(x, grad), diagonal, x, low, high, t_lip) if use_net.any() else None
+            x, use_net, weight = sgp_iteration(problem, x, grad, d, t_lip, use_net, weight, drs)
             used_history.append(use_net.clone())
-            x = x + _per_sample(gamma, x) * z
             record(x)
 
     return Solution(

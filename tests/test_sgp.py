@@ -354,3 +354,114 @@ def test_bounded_positive_is_geometric_and_stays_inside():
     for bad in ((0.0, 1.0), (2.0, 1.0)):
         with pytest.raises(ValueError, match="bounds"):
             StepNet(t_min=bad[0], t_max=bad[1])
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+def test_a_known_lipschitz_estimate_replaces_the_power_iteration(inpainting):
+    problem = inpainting[0]
+    known = L1Synthesis(problem.op, problem.y, LAM, lipschitz_estimate=1.0)
+    torch.testing.assert_close(known.lipschitz_constant, problem.lipschitz_constant, rtol=1e-6, atol=0)
+    scaled = L1Synthesis(problem.op, problem.y, LAM, normalise=True, lipschitz_estimate=4.0)
+    torch.testing.assert_close(scaled.scale, torch.full((2,), 2.0, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory):
+    """The quick tier's inpainting data in a data root of its own."""
+    from mrtutor.data import sparse_recovery
+
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("data")
+        patch.setenv("MRTUTOR_DATA", str(root))
+        yield root, {split: sparse_recovery.sparse_recovery_dataset("inpainting", split, tier="quick")
+                     for split in ("train", "test")}
+
+
+def test_the_greedy_loss_is_eq_7_at_the_zero_filled_start(quick_data):
+    from mrtutor.sgp_training import LearnedSGP, greedy_loss
+
+    batch = quick_data[1]["train"].arrays
+    model = LearnedSGP("step", iterations=1, features=4).eval()
+    problem = model.problem_for(batch["measurement"], batch["mask"])
+    loss, stats = greedy_loss(problem, model.net, batch["reference"], 1, diagonal=False)
+    x0 = problem.adjoint(problem.y)
+    t = model.net(x0, problem.gradient(x0)).reshape(-1, 1, 1)
+    expected = (batch["reference"] - problem.prox(x0 - t * problem.gradient(x0), t)).pow(2).mean()
+    torch.testing.assert_close(loss, expected)
+    assert stats["network_used"] == 1.0 and stats["log10_step"] == pytest.approx(0.0, abs=1e-6)  # zero head: t = 1
+    two, _ = greedy_loss(problem, model.net, batch["reference"], 2, diagonal=False)
+    assert two.item() != pytest.approx(loss.item())
+
+
+@pytest.mark.parametrize("kind", ["step", "diag"])
+def test_a_few_training_steps_lower_the_greedy_loss(quick_data, kind):
+    from mrtutor.sgp_training import LearnedSGP, sgp_loss
+
+    torch.manual_seed(0)
+    batch = quick_data[1]["train"].arrays
+    model = LearnedSGP(kind, iterations=3, features=4)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        optimiser.zero_grad()
+        loss = sgp_loss(model, batch)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.95 * losses[0], losses
+    assert model.stats["log10_step"] > 0.1  # larger steps than 1/L fill the holes faster
+
+
+@pytest.fixture(scope="module")
+def trained(quick_data, tmp_path_factory):
+    """One quick-tier epoch of recipe sgp per kind, through ``python -m mrtutor.train``."""
+    from mrtutor.train import main
+
+    out = tmp_path_factory.mktemp("train")
+    for kind in ("step", "diag"):
+        main(["sgp", "--kind", kind, "--name", f"sgp_{kind}", "--tier", "quick", "--epochs", "1", "--iterations", "3",
+              "--features", "4", "--batch-size", "4", "--lr", "1e-2", "--quiet", "--run-dir", str(out / "runs"),
+              "--checkpoint-dir", str(out / "ckpt")])
+    return out / "ckpt"
+
+
+@pytest.mark.parametrize("kind", ["step", "diag"])
+def test_the_sgp_recipe_round_trip_records_lam_and_the_image_scale(trained, quick_data, kind):
+    from mrtutor import checkpoints
+    from mrtutor.data.sparse_recovery import LAM
+    from mrtutor.sgp_training import LearnedSGP
+
+    record = checkpoints.record(f"sgp_{kind}", trained)
+    assert record["sparse_recovery"] == {"problem": "inpainting", "fraction": 0.5, "noise": 0.0, "lam": pytest.approx(LAM),
+                                         "image_range": [0.0, 1.0], "views": None}
+    assert record["builder_kwargs"]["lam"] == LAM and record["final_metrics"]["lam"] == pytest.approx(LAM)
+    assert f"on inpainting from 50 % of the samples" in checkpoints.catalogue(trained)
+    model = checkpoints.load(f"sgp_{kind}", directory=trained)
+    assert isinstance(model, LearnedSGP) and model.kind == kind and model.iterations == 3
+    batch = quick_data[1]["test"].arrays
+    image = model(batch["measurement"], batch["mask"])
+    assert image.shape == batch["target"].shape
+    problem = model.problem_for(batch["measurement"], batch["mask"])
+    result = solve(problem, model.method, 3, net=model.net)
+    torch.testing.assert_close(image, result.image)
+    assert (result.objective[-1] < result.objective[0]).all()
+
+
+@pytest.mark.parametrize("kind", ["step", "diag"])
+@pytest.mark.parametrize("fraction, noise", [(0.3, 0.0), (0.5, 0.0), (0.7, 0.0), (0.5, 5 / 255)])
+def test_every_solve_with_a_trained_network_is_monotone(trained, quick_data, kind, fraction, noise):
+    """Armijo keeps F going down at every test setting of the paper, for 20 iterations past the trained K."""
+    from mrtutor import checkpoints
+    from mrtutor.data.sparse_recovery import forward_operator
+
+    model = checkpoints.load(f"sgp_{kind}", directory=trained)
+    target = quick_data[1]["test"].arrays["target"]
+    mask = torch.stack([masks.random_pixels(target.shape[1:], fraction, seed) for seed in range(len(target))])
+    op = forward_operator("inpainting", fraction, target.shape[-1], mask=mask)
+    y = op.forward(target + noise * torch.randn(target.shape, generator=torch.Generator().manual_seed(0)))
+    result = solve(model.problem_for(y, mask), model.method, 20, net=model.net, t_min=model.net.t_min,
+                   t_max=model.net.t_max)
+    assert_monotone(result.objective, rtol=1e-6)
+    assert (result.objective[-1] < result.objective[0]).all()

@@ -31,6 +31,8 @@ Submodules, one concept each (imports flow down this list, never up):
   reference image's Fourier coefficients, as in Neural PGD's experiment);
 * ``natural``: super-resolution pairs (``superresolution_dataset``): crops of scikit-image's
   photographs and the demo brain slices with their 2x2 block means, for Neural PGD's Sec. 5.3;
+* ``sparse_recovery``: chapter 5's problems (inpainting, Fourier, deblurring, CT) on photographs and
+  brain slices, with their converged l1-synthesis solutions, cached (``sparse_recovery_dataset``);
 * ``ood``: out-of-distribution images through the same acquisition (``ood_samples``);
 * ``downloads``: ``download`` (resumable, checksummed, atomic) and ``download_modl_dataset``.
 
@@ -75,7 +77,9 @@ from mrtutor.data.demo import (
 )
 from mrtutor.data.ood import OOD_NAMES, ood_samples
 from mrtutor.data.single_coil import SingleCoil
-from mrtutor.data.natural import PHOTOGRAPHS, SuperResolutionDataset, brain_slices, photograph, superresolution_dataset
+from mrtutor.data.natural import (PHOTOGRAPHS, SuperResolutionDataset, brain_slices, photograph, random_crop,
+                                  superresolution_dataset)
+from mrtutor.data.sparse_recovery import SparseRecoveryDataset, forward_operator, sparse_recovery_dataset
 from mrtutor.data.downloads import MODL_ZENODO_RECORD, download, download_modl_dataset
 
 __all__ = [
@@ -127,7 +131,12 @@ __all__ = [
     "SuperResolutionDataset",
     "brain_slices",
     "photograph",
+    "random_crop",
     "superresolution_dataset",
+    # sparse recovery
+    "SparseRecoveryDataset",
+    "forward_operator",
+    "sparse_recovery_dataset",
     # ood
     "OOD_NAMES",
     "ood_samples",

@@ -41,6 +41,15 @@ def photograph(name: str) -> np.ndarray:
     return image / image.max()
 
 
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size`` x ``size`` view of ``image`` (H, W) at a position drawn from ``rng`` (top, then left)."""
+    if min(image.shape[:2]) < size:
+        raise ValueError(f"cannot crop {size} x {size} from an image of shape {image.shape}")
+    top = rng.integers(0, image.shape[0] - size + 1)
+    left = rng.integers(0, image.shape[1] - size + 1)
+    return image[top:top + size, left:left + size]
+
+
 def brain_slices(split: str, tier: str | None = None) -> np.ndarray:
     """The demo dataset's reference magnitudes of ``split``, (N, H, W) float32 with max 1 each."""
     dataset = demo_dataset(split, tier=tier, progress=False)
@@ -77,9 +86,7 @@ class SuperResolutionDataset(torch.utils.data.Dataset):
         image = self.photographs[index % len(self.photographs)]
         rng = _rng(self.seed, self.epoch, index)
         for _ in range(100):
-            top = rng.integers(0, image.shape[0] - self.size + 1)
-            left = rng.integers(0, image.shape[1] - self.size + 1)
-            crop = image[top:top + self.size, left:left + self.size]
+            crop = random_crop(image, self.size, rng)
             if crop.std() >= MIN_CROP_STD:
                 break
         return torch.from_numpy(crop.copy())

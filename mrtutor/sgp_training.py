@@ -1,0 +1,162 @@
+"""How the stepsize networks of ``mrtutor.sgp`` are trained (Lee and Chun, Sec. 4): the greedy loss
+of eq. 7, accumulated over the first K iterations as Algorithm 2 does, and the recipe ``sgp``
+(``python -m mrtutor.train sgp --kind step --problem inpainting ...``) on the data of
+``mrtutor.data.sparse_recovery``.
+
+Eq. 7 asks the network for the stepsize t_k at x_k that brings T_{lam t_k}(x_k - t_k grad f(x_k)) as
+close as it can to the converged solution x* (FISTA-b after 1200 iterations). Algorithm 2 trains on
+the iterates of iterations 0, 1, ..., K in turn, each stage adding the next iteration's iterates to
+the training set (the loss L_K of eq. 9 sums the greedy losses of all of them). Two departures, both
+so that training sees the iterates the network meets at test time:
+
+* The iterates are generated during training by the network being trained, with the step of
+  ``sgp.solve`` (DRS and Armijo, ``sgp.sgp_iteration``): at gamma_1 = 1 and a full step this is
+  eq. 8, x_k+1 = T_{lam t_L}(x~_k - t_L grad f(x~_k)). No gradient flows through x_k+1 (the loss of
+  iteration k trains t_k only, as eq. 7 does). Algorithm 2 instead generates the iterates of
+  iteration k once, with the network of stage k - 1, and trains stage by stage; here every batch
+  trains on the whole of L_K (eq. 9) at once, which is Algorithm 2's last stage with its iterates
+  kept current as the network changes.
+* The loss is the mean over the K iterations of the mean squared coefficient error (eq. 9 sums
+  halved squared norms): the same minimiser, on a scale that does not grow with K or the image size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrtutor.data.sparse_recovery import LAM, PROBLEMS, VIEWS, recovery_problem, sparse_recovery_datasets
+from mrtutor.recipes import Option, Recipe, register
+from mrtutor.sgp import DiagNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
+
+KINDS = ("step", "diag")
+# Images are real in [0, 1]; records state it (``Recipe.finish``) beside lam.
+IMAGE_RANGE = (0.0, 1.0)
+# The networks' step bounds, t_L = 1. Wider than solve's default [t_L / 100, 100 t_L]: the greedy
+# step of inpainting at lam = 0.1 / 255 lies near 1000 t_L (the threshold lam t must reach about 0.4 to
+# fill the missing pixels at all), while Fourier, deblurring and CT want 1 to 100. The untrained
+# network's step, sqrt(T_MIN T_MAX), is t_L.
+T_MIN, T_MAX = 1e-4, 1e4
+
+
+def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, iterations: int,
+                diagonal: bool, drs: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_K of eq. 9 over the first ``iterations`` iterations of ``sgp.solve`` from the zero-filled start.
+
+    For k = 0 .. K - 1: d_k = net(x_k, grad f(x_k)) (a (B,) stepsize, or (B, H, W) diagonal),
+    x~_k = T_{lam d_k}(x_k - d_k grad f(x_k)) (eq. 6), loss term mean (x* - x~_k)^2 (eq. 7), then
+    x_k+1 = ``sgp_iteration`` with d_k detached, clipped to the network's bounds as ``solve`` clips it.
+
+    Args:
+        problem: the batch's ``L1Synthesis``; reference: its x* (B, H, W).
+    Returns:
+        the loss (a scalar with a graph to the network's weights), and statistics: ``network_used``
+        (share of samples whose direction still held the network's part after the last iteration),
+        ``log10_step`` (mean log10 of the steps) and ``at_t_max`` (share of steps within 1 % of the
+        network's upper bound).
+    """
+    x = problem.adjoint(problem.y)
+    t_lip = _per_sample(1.0 / problem.lipschitz_constant, x)
+    low, high = step_bounds(t_lip, net.t_min, net.t_max)
+    use_net = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    weight = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    losses, logs, at_max = [], [], []
+    for _ in range(iterations):
+        grad = problem.gradient(x)
+        d = net(x, grad)
+        d = d.reshape(x.shape) if diagonal else d.reshape(-1, 1, 1)
+        losses.append((reference - problem.prox(x - d * grad, d)).pow(2).mean())
+        with torch.no_grad():
+            logs.append(d.log10().mean())
+            at_max.append((d >= 0.99 * net.t_max).to(x.dtype).mean())
+            step = _network_step(d, diagonal, x, low, high, t_lip) if use_net.any() else None
+            x, use_net, weight = sgp_iteration(problem, x, grad, step, t_lip, use_net, weight, drs)
+    stats = {"network_used": use_net.to(x.dtype).mean().item(), "log10_step": torch.stack(logs).mean().item(),
+             "at_t_max": torch.stack(at_max).mean().item()}
+    return torch.stack(losses).mean(), stats
+
+
+class LearnedSGP(nn.Module):
+    """Step-learned (``kind="step"``, ``StepNet``) or Diag-learned (``kind="diag"``, ``DiagNet``) SGP
+    for one sparse-recovery problem, trained for its first ``iterations`` iterations.
+
+    Called as ``model(measurement, mask=None)`` on a batch of measurements (as the datasets of
+    ``mrtutor.data.sparse_recovery`` hold them), it returns the image (B, H, W) after ``iterations``
+    iterations of ``sgp.solve`` with the network. ``problem``, ``fraction`` and ``noise`` name the data it
+    was trained on; ``lam`` (a buffer, so training records it) and ``views`` define the problem it solves.
+    The U-Net has widths (features, 2 features, 4 features); its steps lie in [t_min, t_max], which
+    are absolute: every problem here has ||A|| = 1 (CT after its normalisation), so t_L = 1.
+    """
+
+    def __init__(self, kind: str = "step", problem: str = "inpainting", fraction: float = 0.5, noise: float = 0.0,
+                 iterations: int = 10, lam: float = LAM, views: int = VIEWS, features: int = 16,
+                 t_min: float = T_MIN, t_max: float = T_MAX):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+        self.kind, self.problem, self.fraction, self.noise = kind, problem, fraction, noise
+        self.iterations, self.views = iterations, views
+        widths = (features, 2 * features, 4 * features)
+        self.net = (StepNet if kind == "step" else DiagNet)(widths, t_min, t_max)
+        self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
+
+    @property
+    def method(self) -> str:
+        """The ``sgp.solve`` method this network serves."""
+        return f"sgp_{self.kind}"
+
+    def problem_for(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> L1Synthesis:
+        """The ``L1Synthesis`` of a batch of measurements (with their masks, inpainting and Fourier)."""
+        return recovery_problem(self.problem, measurement, mask, self.lam.item(), self.views)
+
+    def forward(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return solve(self.problem_for(measurement, mask), self.method, self.iterations, net=self.net,
+                     t_min=self.net.t_min, t_max=self.net.t_max).image
+
+
+def sgp_loss(model: LearnedSGP, batch: dict) -> torch.Tensor:
+    """The greedy loss L_K (``greedy_loss``) of a batch; its statistics wait in ``model.stats`` for the monitor."""
+    problem = model.problem_for(batch["measurement"], batch.get("mask"))
+    loss, model.stats = greedy_loss(problem, model.net, batch["reference"], model.iterations, model.kind == "diag")
+    return loss
+
+
+def sgp_reconstruct(model: LearnedSGP, batch: dict) -> torch.Tensor:
+    """What validation scores: the image after K iterations of ``solve`` with the network."""
+    return model(batch["measurement"], batch.get("mask"))
+
+
+def sgp_monitor(model: LearnedSGP) -> dict[str, float]:
+    """The statistics of the last training batch (``greedy_loss``)."""
+    return dict(getattr(model, "stats", {}))
+
+
+def sgp_finish(model: LearnedSGP, validation_psnr) -> dict:
+    """What the record adds: the problem the network was trained for, lam and the image scale."""
+    return {"sparse_recovery": {"problem": model.problem, "fraction": model.fraction, "noise": model.noise,
+                                "lam": model.lam.item(), "image_range": list(IMAGE_RANGE),
+                                "views": model.views if model.problem == "ct" else None}}
+
+
+register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal scalings (Diag-learned) for "
+                "scaled gradient projection on l1-wavelet sparse recovery (Lee and Chun)", (
+    Option("kind", str, "one stepsize per image (step) or one per wavelet coefficient (diag)", default="step",
+           choices=KINDS),
+    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=PROBLEMS),
+    Option("fraction", float, "sampled share of inpainting and Fourier (the paper trains at 0.5)", default=0.5,
+           bound="in (0, 1)"),
+    Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
+           bound=">= 0"),
+    Option("iterations", int, "K, the first iterations the loss covers (Algorithm 2)", default=10, bound="> 0"),
+    Option("lam", float, "l1 weight for images in [0, 1] (the paper's 0.1 on [0, 255] is 0.1 / 255)",
+           default=LAM, bound=">= 0"),
+    Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
+    Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
+    Option("t_min", float, "smallest step the network may give (t_L = 1)", default=T_MIN, bound="> 0"),
+    Option("t_max", float, "largest step the network may give (t_L = 1)", default=T_MAX, bound="> 0"),
+), loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets,
+   reconstruct=sgp_reconstruct))
