@@ -320,6 +320,7 @@ def test_bad_network_outputs_and_arguments_raise(inpainting):
 
 @pytest.mark.parametrize("kind", [StepNet, DiagNet])
 def test_stepsize_networks_shapes_bounds_and_an_untrained_run(kind):
+    torch.manual_seed(0)  # the network's random weights, whatever ran before
     net = kind(t_min=0.05, t_max=20.0).eval()
     g = torch.Generator().manual_seed(2)
     x, grad = (torch.randn(3, N, N, dtype=torch.float64, generator=g) for _ in range(2))
@@ -327,8 +328,10 @@ def test_stepsize_networks_shapes_bounds_and_an_untrained_run(kind):
     out = net(x, grad)
     assert out.shape == shape and out.dtype == torch.float64
     torch.testing.assert_close(out, torch.ones(shape, dtype=torch.float64))  # zero head: sqrt(t_min t_max)
-    with torch.no_grad():  # a large random head drives the sigmoid into both bounds
-        torch.nn.init.normal_(net.head.weight, std=1e3)
+    with torch.no_grad():  # a large head of both signs drives the sigmoid into both bounds
+        signs = torch.ones(net.head.weight.numel(), dtype=net.head.weight.dtype)
+        signs[1::2] = -1
+        net.head.weight.copy_(1e3 * signs.reshape(net.head.weight.shape))
     out = net(x, grad)
     assert ((out >= 0.05) & (out <= 20.0)).all()
     if kind is DiagNet:
