@@ -73,7 +73,7 @@ class GluedNames:
     """The names glued by each notebook's cells as nbval ran them (``scrapbook`` metadata of their outputs)."""
 
     def __init__(self):
-        self.names: dict[str, set[str]] = defaultdict(set)
+        self.names: dict[str, dict[str, str]] = defaultdict(dict)  # notebook -> name -> its text/plain
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
@@ -82,9 +82,10 @@ class GluedNames:
         finally:
             path = item.nodeid.partition("::")[0]
             for output in getattr(item, "test_outputs", None) or []:
-                name = output.get("metadata", {}).get("scrapbook", {}).get("name")
-                if name:
-                    self.names[path].add(name)
+                scrapbook = output.get("metadata", {}).get("scrapbook", {})
+                if scrapbook.get("name"):
+                    text = output.get("data", {}).get(scrapbook.get("mime_prefix", "") + "text/plain", "")
+                    self.names[path][scrapbook["name"]] = str(text)
 
 
 def pytest_configure(config):

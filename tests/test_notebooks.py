@@ -319,6 +319,18 @@ def test_every_glued_value_in_the_prose_is_glued_by_a_cell(path, notebook_clock,
     if key not in notebook_clock.seconds or key in notebook_clock.failed:
         pytest.skip(f"nbval did not run {key} to the end in this session (make test does)")
     markdown = "\n".join(c.source for c in nbformat.read(path, 4).cells if c.cell_type == "markdown")
-    referenced = set(re.findall(r"\{glue(?::\w+)?\}`([^`:]+)", markdown))
-    missing = referenced - glued_names.names.get(key, set())
+    references = re.findall(r"\{glue(?::\w+)?\}`([^`:]+)(:[^`]*)?`", markdown)
+    glued = glued_names.names.get(key, {})
+    missing = {name for name, _ in references} - set(glued)
     assert not missing, f"{key}: the prose shows values that no cell glues: {sorted(missing)}"
+    # A format spec is applied to the number in the value's text; np.float64(...) or tensor(...) has none.
+    not_numbers = {name: glued[name] for name, spec in references if spec and not _is_number(glued[name])}
+    assert not not_numbers, f"{key}: formatted glued values that are not plain numbers: {not_numbers}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
