@@ -156,10 +156,12 @@ def test_student_edition_of_every_chapter_holds_no_solution(path):
             assert cell.source == student.CODE_STUB, cell.source
 
 
-@pytest.mark.parametrize("path", [CHAPTER_1], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_marked_up_chapter_has_four_exercises_each_graded_placed_and_timed(path):
     nb = nbformat.read(path, as_version=4)
     statements = [cell.source for cell in nb.cells if cell.cell_type == "markdown" and EXERCISE.search(cell.source)]
+    if not statements and path != CHAPTER_1:
+        pytest.skip(f"{path.name} has no exercise markup yet")
     checks = [cell for cell in nb.cells if cell.cell_type == "code" and is_grade(cell)]
     assert len(statements) >= 4 and len(checks) == len(statements)
     for text in statements:
