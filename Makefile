@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mrtutor-installed
 
-.PHONY: setup test book screenshots book-offline bench clean-book
+.PHONY: setup test book student screenshots book-offline bench clean-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: setup
 # with a per-tier execution cache, and fails if a page would load anything from the internet.
 book: setup checkpoints/README.md
 	$(PY) book/build.py
+
+# The student edition in book/_build/student: every chapter with its solutions replaced by stubs (notebooks/),
+# and their website (book/_build/student/book/_build/html), executed in MRTUTOR_MODE like the book. Grade a filled-in chapter with
+# `$(PY) book/grade.py SUBMISSION.ipynb` (see book/teaching.md).
+student: setup checkpoints/README.md
+	$(PY) book/student.py
 
 # The table of every checkpoint's record (name, recipe, command, epochs, time, device, validation score).
 checkpoints/README.md: $(wildcard checkpoints/*.json) mrtutor/checkpoints.py | setup

@@ -10,7 +10,8 @@ Steps, each cheap when already done:
    jupyter-cache, one cache per tier, and write the site to ``book/_build/html``;
 5. fail if any page would load something from the internet (``check_offline.py``).
 
-Usage: ``python book/build.py [--notebooks DIR] [--all]``.
+Usage: ``python book/build.py [--notebooks DIR] [--all]``. ``book/student.py`` calls :func:`build` on a copy of
+this folder to build the student edition.
 """
 
 from __future__ import annotations
@@ -124,19 +125,19 @@ def tier_table(tiers: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_build_config(tier: str) -> Path:
-    """Write the config this build uses under ``_build``: ``_config.yml`` plus what depends on the
-    tier (its execution cache and footer) and the tier table the pages show; return its path."""
+def write_build_config(tier: str, book: Path = BOOK) -> Path:
+    """Write the config this build uses under ``book/_build``: ``book/_config.yml`` plus what depends on
+    the tier (its execution cache and footer) and the tier table the pages show; return its path."""
     import mrtutor.config
 
-    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    config = yaml.safe_load((book / "_config.yml").read_text())
     config["parse"]["myst_substitutions"] = {"tier_table": tier_table(mrtutor.config.TIERS)}
-    config["execute"]["cache"] = str(BUILD / ".jupyter_cache" / tier)
+    config["execute"]["cache"] = str(book / "_build" / ".jupyter_cache" / tier)
     config["html"]["extra_footer"] = (
         f"<p>Chapters executed in the <code>{tier}</code> tier (<code>MRTUTOR_MODE={tier}</code>).</p>"
     )
-    BUILD.mkdir(exist_ok=True)
-    config_path = BUILD / "_config.build.yml"
+    (book / "_build").mkdir(exist_ok=True)
+    config_path = book / "_build" / "_config.build.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config_path
 
@@ -148,19 +149,22 @@ def ensure_demo_data(tier: str) -> None:
     print(f"build: demo data in {build_demo_data(tier, progress=True)}", flush=True)
 
 
-def build(notebooks: Path, rebuild_all: bool) -> None:
+def build(notebooks: Path, rebuild_all: bool, book: Path = BOOK) -> Path:
+    """Build the site of the book whose pages are in ``book`` (this folder, or a copy of it) with the chapters
+    of ``notebooks``, into ``book/_build/html``; return that folder."""
     import mrtutor.config
 
     tier = mrtutor.config.mode()
     started = time.perf_counter()
     vendor_assets.ensure_vendored()
+    site = book / "_build" / "html"
 
-    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
-    existing = sync_chapters(notebooks, toc_chapters(toc))
-    BUILD.mkdir(exist_ok=True)
-    toc_path = BUILD / "_toc.build.yml"
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    existing = sync_chapters(notebooks, toc_chapters(toc), book / "notebooks")
+    (book / "_build").mkdir(exist_ok=True)
+    toc_path = book / "_build" / "_toc.build.yml"
     toc_path.write_text(yaml.safe_dump(toc_with_existing_chapters(toc, existing), sort_keys=False))
-    config_path = write_build_config(tier)
+    config_path = write_build_config(tier, book)
     print(f"build: tier {tier}; chapters: {sorted(existing) or 'none yet'}", flush=True)
 
     ensure_demo_data(tier)
@@ -168,7 +172,7 @@ def build(notebooks: Path, rebuild_all: bool) -> None:
     command = [
         str(Path(sys.executable).with_name("jupyter-book")),
         "build",
-        str(BOOK),
+        str(book),
         "--config",
         str(config_path),
         "--toc",
@@ -179,18 +183,19 @@ def build(notebooks: Path, rebuild_all: bool) -> None:
     if rebuild_all:
         command.append("--all")
     subprocess.run(command, check=True, env={**os.environ, "MRTUTOR_MODE": tier})
-    prune_removed_chapters(SITE, existing)
+    prune_removed_chapters(site, existing)
 
-    problems = check_offline.check_site(SITE)
+    problems = check_offline.check_site(site)
     if problems:
         for name, found in problems.items():
             print(f"  {name}: {', '.join(found)}", file=sys.stderr)
         raise SystemExit(f"build: {len(problems)} built file(s) load something from the internet")
     print(
-        f"build: {SITE} written in {time.perf_counter() - started:.0f} s; "
+        f"build: {site} written in {time.perf_counter() - started:.0f} s; "
         "no page loads anything from the internet",
         flush=True,
     )
+    return site
 
 
 def main() -> None:

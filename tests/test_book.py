@@ -267,6 +267,11 @@ def test_numbers_in_the_prose_are_computed_or_declared_quotes(notebook):
     assert not typed, f"{notebook.name}: decimals typed into the prose, neither glued nor declared quotes: {typed}"
 
 
+def test_every_key_in_references_bib_is_defined_once():
+    keys = re.findall(r"^@\w+\{([^,]+),", (BOOK / "references.bib").read_text(), re.MULTILINE)
+    assert len(keys) == len(set(keys)), sorted({key for key in keys if keys.count(key) > 1})
+
+
 def test_every_cited_key_is_in_references_bib_with_the_five_papers():
     bib_keys = set(re.findall(r"^@\w+\{([^,]+),", (BOOK / "references.bib").read_text(), re.MULTILINE))
     five = {"aggarwal2019modl", "pramanik2022mol", "mardani2018npgd", "lee2019sgp", "darestani2021convdecoder"}
