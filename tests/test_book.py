@@ -239,6 +239,7 @@ NOT_NUMBERS = [r"\$\$.*?\$\$", r"\$[^$\n]*\$", r"\{glue[^}]*\}`[^`]*`", r"`[^`]*
                r"\b(?:Secs?\.|Sections?|Props?\.|Figs?\.|Figures?|Tables?|Eqs?\.|Thm\.|Theorems?|Lemmas?|Algorithms?)"
                r"\s+\d+(?:\.\d+)*(?:\s*(?:,|and|to|-)\s*\d+(?:\.\d+)*)*"]
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+")
+DIRECTIVE_FENCE = re.compile(r"^\s*(?:```|:::)[^\n]*$", re.MULTILINE)
 
 
 def typed_decimals(notebook: Path) -> list[str]:
@@ -247,6 +248,7 @@ def typed_decimals(notebook: Path) -> list[str]:
     quoted = nbformat.read(notebook, 4).metadata.get("mrtutor", {}).get("quoted_numbers", {})
     found = []
     for text in _markdown(notebook):
+        text = DIRECTIVE_FENCE.sub(" ", text)  # a directive's fence is markup, and would pair its backticks wrongly
         for pattern in NOT_NUMBERS:
             text = re.sub(pattern, " ", text, flags=re.S)
         found += [number for number in DECIMAL.findall(text) if number not in quoted]
@@ -259,6 +261,15 @@ def test_typed_decimal_finder_skips_maths_code_glue_and_labels():
     for pattern in NOT_NUMBERS:
         text = re.sub(pattern, " ", text, flags=re.S)
     assert DECIMAL.findall(text) == ["34.30", "1.5"]
+
+
+def test_typed_decimal_finder_reads_inside_a_directive(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("```{exercise} A title\n:label: ch00-ex1\n\nTrain with `beta=1.0` "
+                                              "for 2.5 s.\n```\n:::{solution-start} ch00-ex1\n:::")]
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    assert typed_decimals(path) == ["2.5"]
 
 
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
