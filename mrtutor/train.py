@@ -131,7 +131,11 @@ def training_peak_memory(recipe: Recipe, model: nn.Module, batch: dict) -> int:
 
 
 def git_commit() -> str:
-    """HEAD, with ``-dirty`` when the package's code differs from it (checkpoints and notebooks do not count)."""
+    """HEAD, with ``-dirty`` when the package's code differs from it (checkpoints and notebooks do not count).
+
+    Where the code is a copy without its git repository (a tree sent to a GPU machine), the commit
+    it was copied from can be declared in ``MRTUTOR_GIT_COMMIT``; the record says it was declared.
+    """
     package = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=package)
@@ -139,7 +143,8 @@ def git_commit() -> str:
                                text=True, cwd=package).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        declared = os.environ.get("MRTUTOR_GIT_COMMIT")
+        return f"{declared} (declared: a copy without git)" if declared else "unknown"
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

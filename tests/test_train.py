@@ -351,3 +351,15 @@ def test_training_peak_memory_holds_the_graph_and_grows_with_the_unrolled_depth(
         # the step allocates every saved tensor except the weights, which exist before it
         assert peaks[k] >= training_memory(recipe, model, batch) - weights > 0
     assert peaks[3] > 1.5 * peaks[1]  # measured: 1.9x (the gradients and Adam do not grow with K)
+
+
+def test_git_commit_without_a_repository(monkeypatch):
+    """A copy of the tree without git records the declared commit, marked as declared, else 'unknown'."""
+    def no_git(*args, **kwargs):
+        raise OSError("git: not found")
+
+    monkeypatch.setattr(train_module.subprocess, "run", no_git)
+    monkeypatch.delenv("MRTUTOR_GIT_COMMIT", raising=False)
+    assert train_module.git_commit() == "unknown"
+    monkeypatch.setenv("MRTUTOR_GIT_COMMIT", "0123abc")
+    assert train_module.git_commit() == "0123abc (declared: a copy without git)"

@@ -243,13 +243,16 @@ def _measure(problem: str, images: torch.Tensor, fraction: float, noise: float, 
 
 
 def references(problem: str, measurement: torch.Tensor, mask: torch.Tensor | None, lam: float, views: int = VIEWS,
-               iterations: int = REFERENCE_ITERATIONS) -> torch.Tensor:
-    """x* (N, H, W): FISTA-b for ``iterations`` on the problems of N measurements, in batches."""
+               iterations: int = REFERENCE_ITERATIONS, device=None) -> torch.Tensor:
+    """x* (N, H, W) on the CPU: FISTA-b for ``iterations`` on the problems of N measurements, in
+    batches, computed on ``device`` (default ``config.device()``: CUDA when present)."""
+    device = torch.device(device) if device is not None else config.device()
     out = []
     for start in range(0, len(measurement), REFERENCE_CHUNK):
         part = slice(start, start + REFERENCE_CHUNK)
-        problem_part = recovery_problem(problem, measurement[part], None if mask is None else mask[part], lam, views)
-        out.append(solve(problem_part, "fista_b", iterations).coefficients)
+        part_mask = None if mask is None else mask[part].to(device)
+        problem_part = recovery_problem(problem, measurement[part].to(device), part_mask, lam, views)
+        out.append(solve(problem_part, "fista_b", iterations).coefficients.cpu())
     return torch.cat(out)
 
 
