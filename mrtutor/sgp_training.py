@@ -27,6 +27,7 @@ from torch import nn
 
 from mrtutor.data.sparse_recovery import LAM, PROBLEMS, VIEWS, recovery_problem, sparse_recovery_datasets
 from mrtutor.recipes import Option, Recipe, register
+from mrtutor.recon import soft_threshold
 from mrtutor.sgp import DiagNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
 
 KINDS = ("step", "diag")
@@ -43,37 +44,48 @@ def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, i
                 diagonal: bool, drs: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """L_K of eq. 9 over the first ``iterations`` iterations of ``sgp.solve`` from the zero-filled start.
 
-    For k = 0 .. K - 1: d_k = net(x_k, grad f(x_k)) (a (B,) stepsize, or (B, H, W) diagonal),
-    x~_k = T_{lam d_k}(x_k - d_k grad f(x_k)) (eq. 6), loss term mean (x* - x~_k)^2 (eq. 7), then
-    x_k+1 = ``sgp_iteration`` with d_k detached, clipped to the network's bounds as ``solve`` clips it.
+    First the iterates: for k = 0 .. K - 1, x_k+1 = ``sgp_iteration`` with the network's step at x_k,
+    the network in evaluation mode and without gradients, as ``solve`` runs it at test time. Then the
+    loss: the network, in the mode it is in, maps all K (x_k, grad f(x_k)) in one batch to d_k, and
+    each term is mean (x* - T_{lam d_k}(x_k - d_k grad f(x_k)))^2 (eq. 6-7). One batch of all the
+    iterates is Algorithm 2's training set, whose last stage holds the iterates of every iteration:
+    batch normalisation then learns statistics of all iterations together, those it meets at test
+    time. (Normalising each iteration's batch by itself trains statistics that the running averages
+    cannot match: the iterates and gradients shrink from one iteration to the next.)
 
     Args:
         problem: the batch's ``L1Synthesis``; reference: its x* (B, H, W).
     Returns:
         the loss (a scalar with a graph to the network's weights), and statistics: ``network_used``
         (share of samples whose direction still held the network's part after the last iteration),
-        ``log10_step`` (mean log10 of the steps) and ``at_t_max`` (share of steps within 1 % of the
-        network's upper bound).
+        ``log10_step`` (mean log10 of the steps of the loss's pass) and ``at_t_max`` (share of those
+        steps within 1 % of the network's upper bound).
     """
     x = problem.adjoint(problem.y)
     t_lip = _per_sample(1.0 / problem.lipschitz_constant, x)
     low, high = step_bounds(t_lip, net.t_min, net.t_max)
     use_net = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     weight = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    losses, logs, at_max = [], [], []
-    for _ in range(iterations):
-        grad = problem.gradient(x)
-        d = net(x, grad)
-        d = d.reshape(x.shape) if diagonal else d.reshape(-1, 1, 1)
-        losses.append((reference - problem.prox(x - d * grad, d)).pow(2).mean())
-        with torch.no_grad():
-            logs.append(d.log10().mean())
-            at_max.append((d >= 0.99 * net.t_max).to(x.dtype).mean())
-            step = _network_step(d, diagonal, x, low, high, t_lip) if use_net.any() else None
+    iterates, gradients = [], []
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        for _ in range(iterations):
+            grad = problem.gradient(x)
+            iterates.append(x)
+            gradients.append(grad)
+            step = _network_step(net(x, grad), diagonal, x, low, high, t_lip) if use_net.any() else None
             x, use_net, weight = sgp_iteration(problem, x, grad, step, t_lip, use_net, weight, drs)
-    stats = {"network_used": use_net.to(x.dtype).mean().item(), "log10_step": torch.stack(logs).mean().item(),
-             "at_t_max": torch.stack(at_max).mean().item()}
-    return torch.stack(losses).mean(), stats
+    net.train(training)
+    xs, grads = torch.cat(iterates), torch.cat(gradients)  # (K B, H, W), iteration-major
+    d = net(xs, grads)
+    d = d.reshape(xs.shape) if diagonal else d.reshape(-1, 1, 1)
+    candidate = soft_threshold(xs - d * grads, problem.lam.repeat(iterations, 1, 1) * d)  # problem.prox of all K
+    loss = (reference.repeat(iterations, 1, 1) - candidate).pow(2).mean()
+    with torch.no_grad():
+        stats = {"network_used": use_net.to(x.dtype).mean().item(), "log10_step": d.log10().mean().item(),
+                 "at_t_max": (d >= 0.99 * net.t_max).to(x.dtype).mean().item()}
+    return loss, stats
 
 
 class LearnedSGP(nn.Module):

@@ -398,6 +398,23 @@ def test_the_greedy_loss_is_eq_7_at_the_zero_filled_start(quick_data):
     assert two.item() != pytest.approx(loss.item())
 
 
+def test_the_greedy_loss_drives_the_iterates_in_eval_mode_and_trains_on_all_of_them_at_once(quick_data):
+    """Batch norm sees the iterates of all K iterations in one batch (Algorithm 2's training set), so its
+    running statistics are those of the mixture that ``solve`` meets; the iterates come from the network
+    in evaluation mode, as at test time, and its mode is restored."""
+    from mrtutor.sgp_training import LearnedSGP, greedy_loss
+
+    batch = quick_data[1]["train"].arrays
+    model = LearnedSGP("step", iterations=3, features=4).train()
+    calls = []
+    model.net.register_forward_hook(lambda net, args, out: calls.append((net.training, args[0].shape[0])))
+    problem = model.problem_for(batch["measurement"], batch["mask"])
+    loss, _ = greedy_loss(problem, model.net, batch["reference"], 3, diagonal=False)
+    size = batch["measurement"].shape[0]
+    assert calls == [(False, size)] * 3 + [(True, 3 * size)]
+    assert model.net.training and loss.requires_grad
+
+
 @pytest.mark.parametrize("kind", ["step", "diag"])
 def test_a_few_training_steps_lower_the_greedy_loss(quick_data, kind):
     from mrtutor.sgp_training import LearnedSGP, sgp_loss
