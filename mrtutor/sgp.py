@@ -277,27 +277,22 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class _StepsizeNet(nn.Module):
-    """A reduced FBPConvNet / U-Net on the two channels [x_k, grad f(x_k)] in the coefficient domain.
+class UNet(nn.Module):
+    """A reduced FBPConvNet / U-Net on two real channels: (B, H, W) x 2 -> features (B, widths[0], H, W).
 
     As Lee and Chun, Sec. 6.1: 3x3 convolutions with batch norm and ReLU, 2x2 max pooling in the
     first half, 2x2 transposed convolutions ("deconvolution", with batch norm and ReLU) and skip
     connections in the second half. Their reduced network has 7M parameters but its widths are not
     stated; ``widths=(16, 32, 64)`` (three levels, two poolings, about 0.1M parameters) is small
-    enough for the book's CPU runs. H and W must be divisible by 2**(len(widths) - 1).
-
-    The head (``StepNet`` or ``DiagNet``) starts at zero, so an untrained network answers
-    sqrt(t_min t_max) everywhere: the 1/L step of a normalised problem for the default bounds.
+    enough for the book's CPU runs. H and W must be divisible by 2**(len(widths) - 1). The heads
+    on top are ``StepNet``, ``DiagNet`` and ``DirectUNet`` (the paper's non-iterative comparison).
     """
 
-    def __init__(self, widths: tuple[int, ...], t_min: float, t_max: float):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
         widths = tuple(widths)
         if len(widths) < 2 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"widths must hold at least two positive integers, got {widths!r}")
-        if not (math.isfinite(t_min) and math.isfinite(t_max) and 0 < t_min <= t_max):
-            raise ValueError(f"need finite bounds 0 < t_min <= t_max, got t_min={t_min!r}, t_max={t_max!r}")
-        self.t_min, self.t_max = float(t_min), float(t_max)
         self.widths = widths
         self.down = nn.ModuleList(_conv_block(c_in, c_out) for c_in, c_out in zip((2,) + widths[:-1], widths))
         self.up = nn.ModuleList(
@@ -307,15 +302,16 @@ class _StepsizeNet(nn.Module):
         )
         self.merge = nn.ModuleList(_conv_block(2 * w, w) for w in widths[:-1])
 
-    def features(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) coefficients and gradient -> (B, widths[0], H, W) features, in the network's dtype."""
-        if x.shape != grad.shape or x.dim() != 3:
-            raise ValueError(f"x and grad must both have shape (B, H, W), got {tuple(x.shape)} and {tuple(grad.shape)}")
+    def features(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Two real (B, H, W) channels -> (B, widths[0], H, W) features, in the network's dtype."""
+        if first.shape != second.shape or first.dim() != 3:
+            raise ValueError(f"the two inputs must both have shape (B, H, W), got {tuple(first.shape)} and "
+                             f"{tuple(second.shape)}")
         factor = 2 ** (len(self.widths) - 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
+        if first.shape[-2] % factor or first.shape[-1] % factor:
             raise ValueError(
-                f"H and W must be divisible by {factor} for {len(self.widths)} levels, got {tuple(x.shape)}")
-        h = torch.stack([x, grad], dim=1).to(self.down[0][0].weight.dtype)
+                f"H and W must be divisible by {factor} for {len(self.widths)} levels, got {tuple(first.shape)}")
+        h = torch.stack([first, second], dim=1).to(self.down[0][0].weight.dtype)
         skips = []
         for i, block in enumerate(self.down):
             h = block(h if i == 0 else nn.functional.max_pool2d(h, 2))
@@ -323,6 +319,20 @@ class _StepsizeNet(nn.Module):
         for up, merge, skip in zip(reversed(self.up), reversed(self.merge), reversed(skips[:-1])):
             h = merge(torch.cat([skip, up(h)], dim=1))
         return h
+
+
+class _StepsizeNet(UNet):
+    """A ``UNet`` on [x_k, grad f(x_k)] in the coefficient domain whose head gives steps in [t_min, t_max].
+
+    The head (``StepNet`` or ``DiagNet``) starts at zero, so an untrained network answers
+    sqrt(t_min t_max) everywhere: the 1/L step of a normalised problem for the default bounds.
+    """
+
+    def __init__(self, widths: tuple[int, ...], t_min: float, t_max: float):
+        super().__init__(widths)
+        if not (math.isfinite(t_min) and math.isfinite(t_max) and 0 < t_min <= t_max):
+            raise ValueError(f"need finite bounds 0 < t_min <= t_max, got t_min={t_min!r}, t_max={t_max!r}")
+        self.t_min, self.t_max = float(t_min), float(t_max)
 
 
 class StepNet(_StepsizeNet):
@@ -361,6 +371,29 @@ class DiagNet(_StepsizeNet):
     def forward(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         u = self.head(self.features(x, grad))[:, 0]
         return bounded_positive(u.to(x.dtype), self.t_min, self.t_max)
+
+
+class DirectUNet(UNet):
+    """The paper's non-iterative comparison (Lee and Chun, Sec. 6.1): a U-Net trained to map the
+    measurements straight to the converged image W^T x*. ``net(zero_filled)``: A^H y (B, H, W), real or
+    complex, -> (B, H, W) real.
+
+    Its input channels are the real and imaginary parts of A^H y (Lee and Chun feed partial-Fourier
+    images to their networks as real and imaginary channels, Sec. 6.3); its output is Re(A^H y) plus a
+    1x1 convolution of the features, the input-to-output skip of FBPConvNet. The head starts at zero,
+    so an untrained network returns Re(A^H y).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64)):
+        super().__init__(widths)
+        self.head = nn.Conv2d(self.widths[0], 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, zero_filled: torch.Tensor) -> torch.Tensor:
+        real = zero_filled.real if zero_filled.is_complex() else zero_filled
+        imag = zero_filled.imag if zero_filled.is_complex() else torch.zeros_like(zero_filled)
+        return real + self.head(self.features(real, imag))[:, 0].to(real.dtype)
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -1,7 +1,8 @@
 """How the stepsize networks of ``mrtutor.sgp`` are trained (Lee and Chun, Sec. 4): the greedy loss
 of eq. 7, accumulated over the first K iterations as Algorithm 2 does, and the recipe ``sgp``
 (``python -m mrtutor.train sgp --kind step --problem inpainting ...``) on the data of
-``mrtutor.data.sparse_recovery``.
+``mrtutor.data.sparse_recovery``; and the paper's non-iterative comparison, a U-Net from the
+measurements to the converged image (``UNetBaseline``, recipe ``sgp_unet``).
 
 Eq. 7 asks the network for the stepsize t_k at x_k that brings T_{lam t_k}(x_k - t_k grad f(x_k)) as
 close as it can to the converged solution x* (FISTA-b after 1200 iterations). Algorithm 2 trains on
@@ -28,7 +29,7 @@ from torch import nn
 from mrtutor.data.sparse_recovery import LAM, PROBLEMS, VIEWS, recovery_problem, sparse_recovery_datasets
 from mrtutor.recipes import Option, Recipe, register
 from mrtutor.recon import soft_threshold
-from mrtutor.sgp import DiagNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
+from mrtutor.sgp import DiagNet, DirectUNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
 
 KINDS = ("step", "diag")
 # Images are real in [0, 1]; records state it (``Recipe.finish``) beside lam.
@@ -130,6 +131,38 @@ class LearnedSGP(nn.Module):
                      t_min=self.net.t_min, t_max=self.net.t_max).image
 
 
+class UNetBaseline(nn.Module):
+    """The paper's non-iterative comparison for one sparse-recovery problem: a ``DirectUNet`` that maps
+    the zero-filled image A^H y of a batch's measurements to the image W^T x* of the converged solution
+    (Lee and Chun, Sec. 6.1: "trained to yield ground truth converged images for (10) from input
+    measurements"). Called as ``model(measurement, mask=None)`` like ``LearnedSGP``; the problem's
+    options mean what they mean there.
+    """
+
+    def __init__(self, problem: str = "inpainting", fraction: float = 0.5, noise: float = 0.0, lam: float = LAM,
+                 views: int = VIEWS, features: int = 16):
+        super().__init__()
+        if problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
+        self.problem, self.fraction, self.noise, self.views = problem, fraction, noise, views
+        self.net = DirectUNet((features, 2 * features, 4 * features))
+        self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
+
+    def problem_for(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> L1Synthesis:
+        """The ``L1Synthesis`` of a batch, as ``LearnedSGP.problem_for`` (its x* is what the network learns)."""
+        return recovery_problem(self.problem, measurement, mask, self.lam.item(), self.views)
+
+    def forward(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        problem = self.problem_for(measurement, mask)
+        return self.net(problem.op.adjoint(problem.y))
+
+
+def unet_loss(model: UNetBaseline, batch: dict) -> torch.Tensor:
+    """Mean squared error between the network's image and the converged image W^T x*."""
+    problem = model.problem_for(batch["measurement"], batch.get("mask"))
+    return (model.net(problem.op.adjoint(problem.y)) - problem.image(batch["reference"])).pow(2).mean()
+
+
 def sgp_loss(model: LearnedSGP, batch: dict) -> torch.Tensor:
     """The greedy loss L_K (``greedy_loss``) of a batch; its statistics wait in ``model.stats`` for the monitor."""
     problem = model.problem_for(batch["measurement"], batch.get("mask"))
@@ -137,8 +170,8 @@ def sgp_loss(model: LearnedSGP, batch: dict) -> torch.Tensor:
     return loss
 
 
-def sgp_reconstruct(model: LearnedSGP, batch: dict) -> torch.Tensor:
-    """What validation scores: the image after K iterations of ``solve`` with the network."""
+def sgp_reconstruct(model: LearnedSGP | UNetBaseline, batch: dict) -> torch.Tensor:
+    """What validation scores: the image after K iterations of ``solve`` with the network (or the U-Net's image)."""
     return model(batch["measurement"], batch.get("mask"))
 
 
@@ -147,7 +180,7 @@ def sgp_monitor(model: LearnedSGP) -> dict[str, float]:
     return dict(getattr(model, "stats", {}))
 
 
-def sgp_finish(model: LearnedSGP, validation_psnr) -> dict:
+def sgp_finish(model: LearnedSGP | UNetBaseline, validation_psnr) -> dict:
     """What the record adds: the problem the network was trained for, lam and the image scale."""
     return {"sparse_recovery": {"problem": model.problem, "fraction": model.fraction, "noise": model.noise,
                                 "lam": model.lam.item(), "image_range": list(IMAGE_RANGE),
@@ -172,3 +205,16 @@ register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal
     Option("t_max", float, "largest step the network may give (t_L = 1)", default=T_MAX, bound="> 0"),
 ), loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets,
    reconstruct=sgp_reconstruct))
+
+register(Recipe("sgp_unet", UNetBaseline, "The non-iterative comparison of Lee and Chun: a U-Net from the "
+                "zero-filled image A^H y to the converged image W^T x* of l1-wavelet sparse recovery", (
+    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=PROBLEMS),
+    Option("fraction", float, "sampled share of inpainting and Fourier (the paper trains at 0.5)", default=0.5,
+           bound="in (0, 1)"),
+    Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
+           bound=">= 0"),
+    Option("lam", float, "l1 weight of the converged solutions it learns, images in [0, 1]", default=LAM,
+           bound=">= 0"),
+    Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
+    Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
+), loss=unet_loss, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets, reconstruct=sgp_reconstruct))

@@ -485,3 +485,54 @@ def test_every_solve_with_a_trained_network_is_monotone(trained, quick_data, kin
                    t_max=model.net.t_max)
     assert_monotone(result.objective, rtol=1e-6)
     assert (result.objective[-1] < result.objective[0]).all()
+
+
+def test_the_direct_unet_starts_as_the_zero_filled_image_and_takes_complex_input():
+    from mrtutor.sgp import DirectUNet
+
+    net = DirectUNet((4, 8)).eval()
+    real = torch.rand(2, 16, 16)
+    complex_image = torch.complex(real, torch.rand(2, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(net(real), real)  # zero head: the input-to-output skip alone
+        torch.testing.assert_close(net(complex_image), real)
+        net.head.bias.fill_(0.5)
+        out = net(complex_image)
+    assert out.dtype == torch.float32 and not out.is_complex()
+    torch.testing.assert_close(out, real + 0.5)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        net(torch.rand(1, 15, 16))
+
+
+def test_the_unet_baseline_recipe_learns_the_converged_image(quick_data, tmp_path):
+    """``python -m mrtutor.train sgp_unet``: the loss is the squared error to W^T x*, a few steps lower it, and
+    the checkpoint loads as a ``UNetBaseline`` that maps measurements to images."""
+    from mrtutor import checkpoints
+    from mrtutor.sgp_training import UNetBaseline, unet_loss
+    from mrtutor.train import main
+
+    torch.manual_seed(0)
+    batch = quick_data[1]["train"].arrays
+    model = UNetBaseline("inpainting", features=4)
+    problem = model.problem_for(batch["measurement"], batch["mask"])
+    zero_filled = problem.op.adjoint(problem.y)
+    expected = (zero_filled - problem.image(batch["reference"])).pow(2).mean()  # the untrained network: A^H y
+    torch.testing.assert_close(unet_loss(model, batch), expected)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        optimiser.zero_grad()
+        loss = unet_loss(model, batch)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+    main(["sgp_unet", "--name", "unet", "--tier", "quick", "--epochs", "1", "--features", "4", "--batch-size", "4",
+          "--quiet", "--run-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")])
+    record = checkpoints.record("unet", tmp_path / "ckpt")
+    assert record["sparse_recovery"]["problem"] == "inpainting" and record["sparse_recovery"]["lam"] > 0
+    loaded = checkpoints.load("unet", directory=tmp_path / "ckpt")
+    test = quick_data[1]["test"].arrays
+    assert isinstance(loaded, UNetBaseline)
+    assert loaded(test["measurement"], test["mask"]).shape == test["target"].shape
