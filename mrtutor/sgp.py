@@ -453,7 +453,7 @@ def _model_decrease(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad
     return _sum(grad * z) + problem.l1(x + z) - l1_x
 
 
-def _line_search(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, l1_x: torch.Tensor,
+def armijo_search(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, l1_x: torch.Tensor,
                  h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Armijo backtracking (Algorithm 4's inner loop), per sample: gamma_2 = ETA_STEP^i for the first
     i <= MAX_BACKTRACKS with F(x + gamma_2 z) - F(x) <= ARMIJO_BETA gamma_2 h(z).
@@ -538,14 +538,14 @@ def sgp_iteration(problem: L1Synthesis, x: torch.Tensor, grad: torch.Tensor, d: 
         else:
             z_net = x_net - x
         z = torch.where(_per_sample(use_net, x), z_net, z_lip)
-    gamma, backtracks = _line_search(problem, x, z, grad, l1_x, _model_decrease(problem, x, z, grad, l1_x))
+    gamma, backtracks = armijo_search(problem, x, z, grad, l1_x, _model_decrease(problem, x, z, grad, l1_x))
     weight = weight * ETA_WEIGHT**backtracks
     stuck = use_net & (gamma == 0)  # no descent direction, or no Armijo step along it
     if stuck.any():  # -> the 1/L direction, and the network is dropped
         use_net = use_net & ~stuck
         z = torch.where(_per_sample(stuck, x), z_lip, z)
         h = _model_decrease(problem, x, z, grad, l1_x)
-        gamma = torch.where(stuck, _line_search(problem, x, z, grad, l1_x, h)[0], gamma)
+        gamma = torch.where(stuck, armijo_search(problem, x, z, grad, l1_x, h)[0], gamma)
     return x + _per_sample(gamma, x) * z, use_net, weight
 
 
