@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from mrtutor.metrics import nmse_db
-from mrtutor.recon import Wavelet, power_iteration
+from mrtutor.recon import Wavelet, power_iteration, soft_threshold
 
 METHODS = ("ista", "pgm", "fista_b", "sgp_step", "sgp_diag")
 
@@ -67,6 +67,11 @@ def _sq_norm(v: torch.Tensor) -> torch.Tensor:
     return _sum(v.real**2 + v.imag**2) if v.is_complex() else _sum(v**2)
 
 
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample real inner product Re <a, b>, real or complex: (B, ...) x 2 -> (B,)."""
+    return _sum((a.conj() * b).real) if a.is_complex() else _sum(a * b)
+
+
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, ..., 1), broadcastable against ``like`` (B, ...)."""
     return v.reshape(-1, *[1] * (like.dim() - 1))
@@ -80,7 +85,8 @@ def _check_operator(op) -> None:
 
 def lipschitz(op, shape, iterations: int = 100, *, dtype: torch.dtype = torch.float64, device=None,
               seed: int = 0) -> torch.Tensor:
-    """||A||^2, the Lipschitz constant of grad f for f(x) = 1/2 ||A x - y||^2 on real images, per sample.
+    """||A||^2, the Lipschitz constant of grad f for f(x) = 1/2 ||A x - y||^2, per sample: on real images,
+    or on complex ones when ``dtype`` is complex.
 
     Power iteration (``recon.power_iteration``) on the normal operator v -> Re(A^H A v): for a
     complex-valued A (``PartialFourier``) acting on real images the adjoint is Re A^H, so this is
@@ -111,7 +117,7 @@ def lipschitz(op, shape, iterations: int = 100, *, dtype: torch.dtype = torch.fl
 
     def normal(v: torch.Tensor) -> torch.Tensor:
         out = op.adjoint(op.forward(v))
-        return out.real if out.is_complex() else out
+        return out.real if out.is_complex() and not v.is_complex() else out
 
     return power_iteration(normal, start, iterations)
 
@@ -124,8 +130,12 @@ class L1Synthesis:
     too: eq. 10 writes lam ||x_n||_1 of the whole coefficient vector and eq. 6 thresholds every
     element. (``recon.l1_wavelet`` leaves the approximation free; this problem does not.)
 
-    Images are real; A may be complex-valued (``PartialFourier``): f uses |.|^2 of the complex
-    residual, and since x is real its gradient is W Re(A^H (A W^T x - y)).
+    Images are real by default; A may be complex-valued (``PartialFourier``): f uses |.|^2 of the
+    complex residual, and since x is real its gradient is W Re(A^H (A W^T x - y)). With
+    ``complex_images=True`` (MR images, ``Sense``) x and the image are complex, the gradient is
+    W A^H (A W^T x - y), and the threshold shrinks each coefficient's modulus (complex soft thresholding).
+    ``penalise_approximation=False`` leaves the coarsest approximation block free, as
+    ``recon.l1_wavelet`` does (chapter 1's problem): F = f + lam ||W_d x||_1.
 
     Normalisation. Lee and Chun use measurement matrices normalised so that the Lipschitz constant
     of grad f is at most 1 (Sec. 6.1), but do not say how. With ``normalise=True`` the power-iteration
@@ -148,27 +158,38 @@ class L1Synthesis:
         lipschitz_estimate: a known ||A||^2 (a number or (B,)) instead of the power iteration: 1 for
             the operators with ||A|| = 1, or the estimate of an operator shared by many problems
             (``Radon``), computed once.
+        complex_images: complex images and coefficients (see above).
+        penalise_approximation: lam on every coefficient (eq. 10), or on the detail coefficients only.
 
     Attributes:
         shape: (B, H, W) of images and coefficients.
         transform: the ``Wavelet`` W.
         lam: (B, 1, 1) weights.
+        weights: (H, W) real, 1 where lam applies and 0 on a free approximation block.
+        dtype: of the coefficients (real, or complex with ``complex_images``).
         scale: (B,) the factor A and y were divided by.
         lipschitz_constant: (B,) the estimate of ||A W^T||^2 after normalisation (1 where normalised).
     """
 
     def __init__(self, op, y: torch.Tensor, lam, wavelet: str = "sym4", levels: int = 3, normalise: bool = False,
-                 power_iterations: int = 100, lipschitz_estimate=None):
+                 power_iterations: int = 100, lipschitz_estimate=None, complex_images: bool = False,
+                 penalise_approximation: bool = True):
         _check_operator(op)
         if not isinstance(y, torch.Tensor) or y.dim() < 2:
             raise TypeError(f"y must be a batched torch.Tensor (B, ...), got {getattr(y, 'shape', type(y).__name__)}")
         back = op.adjoint(y)
         if back.dim() != 3:
             raise ValueError(f"op.adjoint(y) must give images (B, H, W), got shape {tuple(back.shape)}")
+        if complex_images and not back.is_complex():
+            raise TypeError(f"complex_images needs an operator whose adjoint gives complex images, got {back.dtype}")
         self.op = op
+        self.complex_images = bool(complex_images)
         self.shape = tuple(back.shape)
         self.transform = Wavelet(self.shape[1:], wavelet, levels)
         real_dtype = back.real.dtype
+        self.dtype = back.dtype if complex_images else real_dtype
+        self.weights = (torch.ones(self.shape[1:], dtype=real_dtype, device=y.device) if penalise_approximation
+                        else self.transform.detail_mask(y.device).to(real_dtype))
         if isinstance(lam, torch.Tensor) and lam.is_complex():
             raise TypeError(f"lam must be real, got dtype {lam.dtype}")
         lam = torch.as_tensor(lam, dtype=real_dtype, device=y.device)
@@ -180,7 +201,8 @@ class L1Synthesis:
         self.y = y
         self.scale = torch.ones(self.shape[0], dtype=real_dtype, device=y.device)
         if lipschitz_estimate is None:
-            estimate = lipschitz(op, self.shape, power_iterations, dtype=real_dtype, device=y.device)
+            estimate = lipschitz(op, self.shape, power_iterations, dtype=back.dtype if complex_images else real_dtype,
+                                 device=y.device)
         else:
             estimate = torch.as_tensor(lipschitz_estimate, dtype=real_dtype, device=y.device).expand(self.shape[0])
         if not (torch.isfinite(estimate).all() and (estimate > 0).all()):
@@ -193,8 +215,9 @@ class L1Synthesis:
     def _check(self, x: torch.Tensor, name: str = "x") -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.is_complex():
-            raise TypeError(f"{name} must be real wavelet coefficients, got dtype {x.dtype}")
+        if x.is_complex() != self.complex_images:
+            kind = "complex" if self.complex_images else "real"
+            raise TypeError(f"{name} must be {kind} wavelet coefficients, got dtype {x.dtype}")
         if tuple(x.shape) != self.shape:
             raise ValueError(f"{name} must have shape {self.shape}, got {tuple(x.shape)}")
 
@@ -205,9 +228,10 @@ class L1Synthesis:
         return out / _per_sample(self.scale, out)
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
-        """W Re(A^H r) / s: measurements (B, ...) -> real coefficients (B, H, W), the adjoint of ``forward``."""
+        """W Re(A^H r) / s (W A^H r / s for complex images): measurements (B, ...) -> coefficients (B, H, W),
+        the adjoint of ``forward``."""
         image = self.op.adjoint(r)
-        if image.is_complex():
+        if image.is_complex() and not self.complex_images:
             image = image.real  # x is real: the adjoint of A restricted to real images is Re A^H
         return self.transform.forward(image) / _per_sample(self.scale, image)
 
@@ -220,12 +244,12 @@ class L1Synthesis:
         return 0.5 * _sq_norm(self.residual(x))
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
-        """grad f(x) = W Re(A^H (A W^T x - y)): (B, H, W) -> (B, H, W)."""
+        """grad f(x) = W Re(A^H (A W^T x - y)) (without Re for complex images): (B, H, W) -> (B, H, W)."""
         return self.adjoint(self.residual(x))
 
     def l1(self, x: torch.Tensor) -> torch.Tensor:
-        """lam ||x||_1 per sample: (B, H, W) -> (B,)."""
-        return self.lam.flatten() * _sum(x.abs())
+        """lam ||x||_1 per sample (on the weighted coefficients): (B, H, W) -> (B,)."""
+        return self.lam.flatten() * _sum(self.weights * x.abs())
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) = f(x) + lam ||x||_1 per sample: (B, H, W) -> (B,)."""
@@ -237,20 +261,20 @@ class L1Synthesis:
         return self.transform.adjoint(x)
 
     def prox(self, x: torch.Tensor, step) -> torch.Tensor:
-        """Soft thresholding T at lam * step (Lee and Chun, eq. 6), the proximal map of step * lam ||.||_1.
+        """Soft thresholding T at lam * step (Lee and Chun, eq. 6), the proximal map of step * lam ||.||_1
+        (on the weighted coefficients; complex coefficients have their modulus shrunk).
 
         ``step`` is a number, a (B,) tensor (one stepsize per sample) or a (B, H, W) tensor, the
         diagonal d of D: prox_D of lam ||.||_1 thresholds coefficient i at lam d_i (Sec. 5.2, T_d).
         Steps must be finite and >= 0.
         """
         self._check(x)
-        step = torch.as_tensor(step, dtype=x.dtype, device=x.device)
+        step = torch.as_tensor(step, dtype=x.real.dtype, device=x.device)
         if step.dim() == 1:
             step = step.reshape(-1, 1, 1)
         if not torch.isfinite(step).all() or (step < 0).any():
             raise ValueError("step must be finite and >= 0")
-        threshold = self.lam * step
-        return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
+        return soft_threshold(x, self.lam * self.weights * step)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -278,7 +302,7 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """A reduced FBPConvNet / U-Net on two real channels: (B, H, W) x 2 -> features (B, widths[0], H, W).
+    """A reduced FBPConvNet / U-Net on real channels: (B, H, W) x in_channels -> features (B, widths[0], H, W).
 
     As Lee and Chun, Sec. 6.1: 3x3 convolutions with batch norm and ReLU, 2x2 max pooling in the
     first half, 2x2 transposed convolutions ("deconvolution", with batch norm and ReLU) and skip
@@ -288,13 +312,15 @@ class UNet(nn.Module):
     on top are ``StepNet``, ``DiagNet`` and ``DirectUNet`` (the paper's non-iterative comparison).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), in_channels: int = 2):
         super().__init__()
         widths = tuple(widths)
         if len(widths) < 2 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"widths must hold at least two positive integers, got {widths!r}")
-        self.widths = widths
-        self.down = nn.ModuleList(_conv_block(c_in, c_out) for c_in, c_out in zip((2,) + widths[:-1], widths))
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.widths, self.in_channels = widths, in_channels
+        self.down = nn.ModuleList(_conv_block(c_in, c_out) for c_in, c_out in zip((in_channels,) + widths[:-1], widths))
         self.up = nn.ModuleList(
             nn.Sequential(nn.ConvTranspose2d(wide, narrow, 2, stride=2, bias=False), nn.BatchNorm2d(narrow),
                           nn.ReLU(inplace=True))
@@ -302,16 +328,18 @@ class UNet(nn.Module):
         )
         self.merge = nn.ModuleList(_conv_block(2 * w, w) for w in widths[:-1])
 
-    def features(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Two real (B, H, W) channels -> (B, widths[0], H, W) features, in the network's dtype."""
-        if first.shape != second.shape or first.dim() != 3:
-            raise ValueError(f"the two inputs must both have shape (B, H, W), got {tuple(first.shape)} and "
-                             f"{tuple(second.shape)}")
+    def features(self, *channels: torch.Tensor) -> torch.Tensor:
+        """``in_channels`` real (B, H, W) channels -> (B, widths[0], H, W) features, in the network's dtype."""
+        if len(channels) != self.in_channels:
+            raise ValueError(f"the network takes {self.in_channels} channels, got {len(channels)}")
+        first = channels[0]
+        if first.dim() != 3 or any(c.shape != first.shape for c in channels):
+            raise ValueError(f"the inputs must all have shape (B, H, W), got {[tuple(c.shape) for c in channels]}")
         factor = 2 ** (len(self.widths) - 1)
         if first.shape[-2] % factor or first.shape[-1] % factor:
             raise ValueError(
                 f"H and W must be divisible by {factor} for {len(self.widths)} levels, got {tuple(first.shape)}")
-        h = torch.stack([first, second], dim=1).to(self.down[0][0].weight.dtype)
+        h = torch.stack(channels, dim=1).to(self.down[0][0].weight.dtype)
         skips = []
         for i, block in enumerate(self.down):
             h = block(h if i == 0 else nn.functional.max_pool2d(h, 2))
@@ -322,17 +350,27 @@ class UNet(nn.Module):
 
 
 class _StepsizeNet(UNet):
-    """A ``UNet`` on [x_k, grad f(x_k)] in the coefficient domain whose head gives steps in [t_min, t_max].
+    """A ``UNet`` on [x_k, grad f(x_k)] in the coefficient domain whose head gives steps in [t_min, t_max]:
+    two channels for real coefficients, four (real and imaginary parts) with ``complex_inputs``, as Lee
+    and Chun feed complex images (Sec. 6.3).
 
     The head (``StepNet`` or ``DiagNet``) starts at zero, so an untrained network answers
     sqrt(t_min t_max) everywhere: the 1/L step of a normalised problem for the default bounds.
     """
 
-    def __init__(self, widths: tuple[int, ...], t_min: float, t_max: float):
-        super().__init__(widths)
+    def __init__(self, widths: tuple[int, ...], t_min: float, t_max: float, complex_inputs: bool = False):
+        super().__init__(widths, 4 if complex_inputs else 2)
         if not (math.isfinite(t_min) and math.isfinite(t_max) and 0 < t_min <= t_max):
             raise ValueError(f"need finite bounds 0 < t_min <= t_max, got t_min={t_min!r}, t_max={t_max!r}")
         self.t_min, self.t_max = float(t_min), float(t_max)
+
+    def inputs(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The features of (x, grad), real channels of both."""
+        if x.shape != grad.shape:
+            raise ValueError(f"x and grad must have the same shape, got {tuple(x.shape)} and {tuple(grad.shape)}")
+        if x.is_complex():
+            return self.features(x.real, x.imag, grad.real, grad.imag)
+        return self.features(x, grad)
 
 
 class StepNet(_StepsizeNet):
@@ -343,15 +381,16 @@ class StepNet(_StepsizeNet):
     layer was added at the end"), mapped into [t_min, t_max] by ``bounded_positive``.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), t_min: float = 0.01, t_max: float = 100.0):
-        super().__init__(widths, t_min, t_max)
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), t_min: float = 0.01, t_max: float = 100.0,
+                 complex_inputs: bool = False):
+        super().__init__(widths, t_min, t_max, complex_inputs)
         self.head = nn.Linear(self.widths[0], 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        u = self.head(self.features(x, grad).mean(dim=(-2, -1)))[:, 0]
-        return bounded_positive(u.to(x.dtype), self.t_min, self.t_max)
+        u = self.head(self.inputs(x, grad).mean(dim=(-2, -1)))[:, 0]
+        return bounded_positive(u.to(x.real.dtype), self.t_min, self.t_max)
 
 
 class DiagNet(_StepsizeNet):
@@ -362,15 +401,16 @@ class DiagNet(_StepsizeNet):
     coefficients).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), t_min: float = 0.01, t_max: float = 100.0):
-        super().__init__(widths, t_min, t_max)
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), t_min: float = 0.01, t_max: float = 100.0,
+                 complex_inputs: bool = False):
+        super().__init__(widths, t_min, t_max, complex_inputs)
         self.head = nn.Conv2d(self.widths[0], 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        u = self.head(self.features(x, grad))[:, 0]
-        return bounded_positive(u.to(x.dtype), self.t_min, self.t_max)
+        u = self.head(self.inputs(x, grad))[:, 0]
+        return bounded_positive(u.to(x.real.dtype), self.t_min, self.t_max)
 
 
 class DirectUNet(UNet):
@@ -439,7 +479,7 @@ def _network_step(out, diagonal: bool, x: torch.Tensor, t_min: torch.Tensor, t_m
         if out.numel() != batch or (out.dim() > 0 and out.shape[0] != batch):
             raise ValueError(f"sgp_step needs one stepsize per sample, shape ({batch},), got {tuple(out.shape)}")
         out = out.reshape(batch, 1, 1)
-    out = out.to(dtype=x.dtype, device=x.device)
+    out = out.to(dtype=x.real.dtype, device=x.device)
     nan = torch.isnan(out)
     if nan.any():
         warnings.warn("the stepsize network returned NaN; using the 1/L step there", RuntimeWarning, stacklevel=3)
@@ -450,7 +490,7 @@ def _network_step(out, diagonal: bool, x: torch.Tensor, t_min: torch.Tensor, t_m
 def _model_decrease(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor,
                     l1_x: torch.Tensor) -> torch.Tensor:
     """h(z) = <grad f(x), z> + lam (||x + z||_1 - ||x||_1) (B,): negative for a descent direction."""
-    return _sum(grad * z) + problem.l1(x + z) - l1_x
+    return _inner(grad, z) + problem.l1(x + z) - l1_x
 
 
 def armijo_search(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, l1_x: torch.Tensor,
@@ -465,7 +505,7 @@ def armijo_search(problem: L1Synthesis, x: torch.Tensor, z: torch.Tensor, grad: 
     rise by up to ARMIJO_BETA gamma h(z).
     Returns gamma_2 (B,), 0 where no i passes, and the number of backtracks i (B,).
     """
-    slope = _sum(grad * z)
+    slope = _inner(grad, z)
     curvature = 0.5 * _sq_norm(problem.forward(z))
     gamma = torch.ones_like(h)
     backtracks = torch.zeros_like(h)
@@ -487,7 +527,7 @@ def _check_iterate(x0, problem: L1Synthesis) -> torch.Tensor:
     problem._check(x0, "x0")
     if not torch.isfinite(x0).all():
         raise ValueError("x0 contains NaN or Inf")
-    return x0.to(problem.lam.dtype)
+    return x0.to(problem.dtype)
 
 
 def _bound(value, default: torch.Tensor, name: str) -> torch.Tensor:
@@ -655,7 +695,7 @@ def solve(problem: L1Synthesis, method: str, iterations: int, net=None, x0: torc
         low, high = step_bounds(t_lip, t_min, t_max)
         batch = x.shape[0]
         use_net = torch.ones(batch, dtype=torch.bool, device=x.device)
-        weight = torch.ones(batch, dtype=x.dtype, device=x.device)  # gamma_1
+        weight = torch.ones(batch, dtype=x.real.dtype, device=x.device)  # gamma_1
         for _ in range(iterations):
             grad = problem.gradient(x)
             d = _network_step(net(x, grad), diagonal, x, low, high, t_lip) if use_net.any() else None

@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrtutor.data.sparse_recovery import LAM, PROBLEMS, VIEWS, recovery_problem, sparse_recovery_datasets
+from mrtutor.data.sparse_recovery import (IMAGE_PROBLEMS, PROBLEMS, VIEWS, default_fraction, default_lam,
+                                          recovery_problem, sparse_recovery_datasets)
 from mrtutor.recipes import Option, Recipe, register
 from mrtutor.recon import soft_threshold
 from mrtutor.sgp import DiagNet, DirectUNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
@@ -66,7 +67,7 @@ def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, i
     t_lip = _per_sample(1.0 / problem.lipschitz_constant, x)
     low, high = step_bounds(t_lip, net.t_min, net.t_max)
     use_net = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    weight = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    weight = torch.ones(x.shape[0], dtype=x.real.dtype, device=x.device)
     iterates, gradients = [], []
     training = net.training
     net.eval()
@@ -81,8 +82,8 @@ def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, i
     xs, grads = torch.cat(iterates), torch.cat(gradients)  # (K B, H, W), iteration-major
     d = net(xs, grads)
     d = d.reshape(xs.shape) if diagonal else d.reshape(-1, 1, 1)
-    candidate = soft_threshold(xs - d * grads, problem.lam.repeat(iterations, 1, 1) * d)  # problem.prox of all K
-    loss = (reference.repeat(iterations, 1, 1) - candidate).pow(2).mean()
+    candidate = soft_threshold(xs - d * grads, problem.lam.repeat(iterations, 1, 1) * problem.weights * d)  # prox
+    loss = (reference.repeat(iterations, 1, 1) - candidate).abs().pow(2).mean()
     with torch.no_grad():
         stats = {"network_used": use_net.to(x.dtype).mean().item(), "log10_step": d.log10().mean().item(),
                  "at_t_max": (d >= 0.99 * net.t_max).to(x.dtype).mean().item()}
@@ -93,17 +94,19 @@ class LearnedSGP(nn.Module):
     """Step-learned (``kind="step"``, ``StepNet``) or Diag-learned (``kind="diag"``, ``DiagNet``) SGP
     for one sparse-recovery problem, trained for its first ``iterations`` iterations.
 
-    Called as ``model(measurement, mask=None)`` on a batch of measurements (as the datasets of
-    ``mrtutor.data.sparse_recovery`` hold them), it returns the image (B, H, W) after ``iterations``
-    iterations of ``sgp.solve`` with the network. ``problem``, ``fraction`` and ``noise`` name the data it
-    was trained on; ``lam`` (a buffer, so training records it) and ``views`` define the problem it solves.
+    Called as ``model(measurement, mask=None, maps=None)`` on a batch of measurements (as the datasets of
+    ``mrtutor.data.sparse_recovery`` hold them; ``maps`` for ``mri``), it returns the image (B, H, W) after
+    ``iterations`` iterations of ``sgp.solve`` with the network. ``problem``, ``fraction`` and ``noise`` name
+    the data it was trained on (``fraction`` default: ``default_fraction``); ``lam`` (default: ``default_lam``;
+    a buffer, so training records it) and ``views`` define the problem it solves. For ``mri`` the network
+    sees the real and imaginary parts of x_k and grad f(x_k).
     The U-Net has widths (features, 2 features, 4 features); its steps lie in [t_min, t_max], which
     are absolute: every problem here has ||A|| = 1 (CT after its normalisation), so t_L = 1.
     """
 
-    def __init__(self, kind: str = "step", problem: str = "inpainting", fraction: float = 0.5, noise: float = 0.0,
-                 iterations: int = 10, lam: float = LAM, views: int = VIEWS, features: int = 16,
-                 t_min: float = T_MIN, t_max: float = T_MAX):
+    def __init__(self, kind: str = "step", problem: str = "inpainting", fraction: float | None = None,
+                 noise: float = 0.0, iterations: int = 10, lam: float | None = None, views: int = VIEWS,
+                 features: int = 16, t_min: float = T_MIN, t_max: float = T_MAX):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -111,10 +114,12 @@ class LearnedSGP(nn.Module):
             raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-        self.kind, self.problem, self.fraction, self.noise = kind, problem, fraction, noise
+        self.kind, self.problem, self.noise = kind, problem, noise
+        self.fraction = default_fraction(problem) if fraction is None else fraction
         self.iterations, self.views = iterations, views
         widths = (features, 2 * features, 4 * features)
-        self.net = (StepNet if kind == "step" else DiagNet)(widths, t_min, t_max)
+        self.net = (StepNet if kind == "step" else DiagNet)(widths, t_min, t_max, complex_inputs=problem == "mri")
+        lam = default_lam(problem) if lam is None else lam
         self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
 
     @property
@@ -122,12 +127,14 @@ class LearnedSGP(nn.Module):
         """The ``sgp.solve`` method this network serves."""
         return f"sgp_{self.kind}"
 
-    def problem_for(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> L1Synthesis:
-        """The ``L1Synthesis`` of a batch of measurements (with their masks, inpainting and Fourier)."""
-        return recovery_problem(self.problem, measurement, mask, self.lam.item(), self.views)
+    def problem_for(self, measurement: torch.Tensor, mask: torch.Tensor | None = None,
+                    maps: torch.Tensor | None = None) -> L1Synthesis:
+        """The ``L1Synthesis`` of a batch of measurements (with their masks: inpainting, Fourier, MRI; maps: MRI)."""
+        return recovery_problem(self.problem, measurement, mask, self.lam.item(), self.views, maps)
 
-    def forward(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return solve(self.problem_for(measurement, mask), self.method, self.iterations, net=self.net,
+    def forward(self, measurement: torch.Tensor, mask: torch.Tensor | None = None,
+                maps: torch.Tensor | None = None) -> torch.Tensor:
+        return solve(self.problem_for(measurement, mask, maps), self.method, self.iterations, net=self.net,
                      t_min=self.net.t_min, t_max=self.net.t_max).image
 
 
@@ -139,13 +146,15 @@ class UNetBaseline(nn.Module):
     options mean what they mean there.
     """
 
-    def __init__(self, problem: str = "inpainting", fraction: float = 0.5, noise: float = 0.0, lam: float = LAM,
-                 views: int = VIEWS, features: int = 16):
+    def __init__(self, problem: str = "inpainting", fraction: float | None = None, noise: float = 0.0,
+                 lam: float | None = None, views: int = VIEWS, features: int = 16):
         super().__init__()
-        if problem not in PROBLEMS:
-            raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
-        self.problem, self.fraction, self.noise, self.views = problem, fraction, noise, views
+        if problem not in IMAGE_PROBLEMS:
+            raise ValueError(f"problem must be one of {IMAGE_PROBLEMS} (the paper's), got {problem!r}")
+        self.problem, self.noise, self.views = problem, noise, views
+        self.fraction = default_fraction(problem) if fraction is None else fraction
         self.net = DirectUNet((features, 2 * features, 4 * features))
+        lam = default_lam(problem) if lam is None else lam
         self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
 
     def problem_for(self, measurement: torch.Tensor, mask: torch.Tensor | None = None) -> L1Synthesis:
@@ -165,13 +174,18 @@ def unet_loss(model: UNetBaseline, batch: dict) -> torch.Tensor:
 
 def sgp_loss(model: LearnedSGP, batch: dict) -> torch.Tensor:
     """The greedy loss L_K (``greedy_loss``) of a batch; its statistics wait in ``model.stats`` for the monitor."""
-    problem = model.problem_for(batch["measurement"], batch.get("mask"))
+    problem = model.problem_for(batch["measurement"], batch.get("mask"), batch.get("maps"))
     loss, model.stats = greedy_loss(problem, model.net, batch["reference"], model.iterations, model.kind == "diag")
     return loss
 
 
-def sgp_reconstruct(model: LearnedSGP | UNetBaseline, batch: dict) -> torch.Tensor:
-    """What validation scores: the image after K iterations of ``solve`` with the network (or the U-Net's image)."""
+def sgp_reconstruct(model: LearnedSGP, batch: dict) -> torch.Tensor:
+    """What validation scores: the image after K iterations of ``solve`` with the network."""
+    return model(batch["measurement"], batch.get("mask"), batch.get("maps"))
+
+
+def unet_reconstruct(model: UNetBaseline, batch: dict) -> torch.Tensor:
+    """What validation scores: the U-Net's image."""
     return model(batch["measurement"], batch.get("mask"))
 
 
@@ -192,13 +206,13 @@ register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal
     Option("kind", str, "one stepsize per image (step) or one per wavelet coefficient (diag)", default="step",
            choices=KINDS),
     Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=PROBLEMS),
-    Option("fraction", float, "sampled share of inpainting and Fourier (the paper trains at 0.5)", default=0.5,
+    Option("fraction", float, "sampled share of inpainting, Fourier and MRI (default: the paper's 0.5; 1/6 for mri)",
            bound="in (0, 1)"),
     Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
            bound=">= 0"),
     Option("iterations", int, "K, the first iterations the loss covers (Algorithm 2)", default=10, bound="> 0"),
-    Option("lam", float, "l1 weight for images in [0, 1] (the paper's 0.1 on [0, 255] is 0.1 / 255)",
-           default=LAM, bound=">= 0"),
+    Option("lam", float, "l1 weight (default: the paper's 0.1 on [0, 255], i.e. 0.1 / 255 for images in [0, 1]; "
+           "chapter 1's weight for mri)", bound=">= 0"),
     Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
     Option("t_min", float, "smallest step the network may give (t_L = 1)", default=T_MIN, bound="> 0"),
@@ -208,13 +222,13 @@ register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal
 
 register(Recipe("sgp_unet", UNetBaseline, "The non-iterative comparison of Lee and Chun: a U-Net from the "
                 "zero-filled image A^H y to the converged image W^T x* of l1-wavelet sparse recovery", (
-    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=PROBLEMS),
-    Option("fraction", float, "sampled share of inpainting and Fourier (the paper trains at 0.5)", default=0.5,
+    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=IMAGE_PROBLEMS),
+    Option("fraction", float, "sampled share of inpainting, Fourier and MRI (default: the paper's 0.5; 1/6 for mri)",
            bound="in (0, 1)"),
     Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
            bound=">= 0"),
-    Option("lam", float, "l1 weight of the converged solutions it learns, images in [0, 1]", default=LAM,
+    Option("lam", float, "l1 weight of the converged solutions it learns (default: 0.1 / 255, images in [0, 1])",
            bound=">= 0"),
     Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
-), loss=unet_loss, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets, reconstruct=sgp_reconstruct))
+), loss=unet_loss, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets, reconstruct=unet_reconstruct))

@@ -8,6 +8,7 @@ import torch
 from mrtutor import config
 from mrtutor.data import sparse_recovery as sr
 from mrtutor.data.natural import PHOTOGRAPHS
+from mrtutor.masks import acceleration
 from mrtutor.operators import GaussianBlur, Inpainting, PartialFourier, Radon
 from mrtutor.sgp import L1Synthesis, solve
 
@@ -97,7 +98,7 @@ def test_datasets_have_the_tier_sizes_and_the_documented_noise(data_root):
 def test_references_reach_the_converged_objective(data_root, problem):
     dataset = sr.sparse_recovery_dataset(problem, "val", tier="quick")
     batch = dataset.arrays
-    recovery = sr.recovery_problem(problem, batch["measurement"], batch.get("mask"))
+    recovery = sr.recovery_problem(problem, batch["measurement"], batch.get("mask"), maps=batch.get("maps"))
     reference = batch["reference"]
     further = solve(recovery, "fista_b", 300, x0=reference).objective
     short = solve(recovery, "fista_b", 30).objective[-1]
@@ -135,3 +136,34 @@ def test_the_cache_is_written_once_read_back_and_recomputed_when_corrupt(tmp_pat
         again = sr.sparse_recovery_dataset("deblurring", "val", tier="quick")
     assert torch.equal(again.arrays["reference"], first.arrays["reference"])
     assert torch.load(files[0], weights_only=True)["sha256"] == sr._digest(first.arrays)  # rewritten
+
+
+def test_the_mri_problem_is_chapter_1s_l1_wavelet_reconstruction(data_root):
+    """Complex images, Daubechies-4 details penalised and the approximation free, A = Sense: the objective is
+    recon.l1_wavelet's, and the gradient of f is autograd's."""
+    from mrtutor import recon
+    from mrtutor.sense import Sense
+
+    batch = sr.sparse_recovery_dataset("mri", "val", tier="quick").arrays
+    assert batch["target"].is_complex() and batch["reference"].is_complex()
+    assert batch["measurement"].shape == batch["maps"].shape and batch["mask"].shape == batch["target"].shape
+    assert abs(1 / acceleration(batch["mask"][0]) - sr.default_fraction("mri")) < 0.02
+    problem = sr.recovery_problem("mri", batch["measurement"], batch["mask"], maps=batch["maps"])
+    assert problem.complex_images and problem.lam.flatten()[0].item() == pytest.approx(sr.MRI_LAM)
+    op = Sense(batch["maps"], batch["mask"])
+    image = problem.image(batch["reference"])
+    transform = recon.Wavelet(tuple(image.shape[-2:]), sr.MRI_WAVELET)
+    expected = (0.5 * (op.forward(image) - batch["measurement"]).abs().pow(2).flatten(1).sum(1)
+                + sr.MRI_LAM * (transform.forward(image).abs() * transform.detail_mask()).flatten(1).sum(1))
+    torch.testing.assert_close(problem.objective(batch["reference"]), expected, rtol=1e-5, atol=1e-6)
+    coefficients = batch["reference"].clone().requires_grad_()
+    problem.smooth(coefficients).sum().backward()
+    # autograd's gradient of a real function of complex x is the conjugate Wirtinger one: d f / d conj(x) times 2
+    torch.testing.assert_close(coefficients.grad, problem.gradient(batch["reference"]), rtol=1e-4, atol=1e-6)
+    # the approximation block is not thresholded
+    free = problem.weights == 0
+    assert free.any() and torch.equal(problem.prox(batch["reference"], 100.0)[:, free], batch["reference"][:, free])
+    with pytest.raises(ValueError, match="needs coil maps"):
+        sr.recovery_problem("mri", batch["measurement"], batch["mask"])
+    with pytest.raises(ValueError, match="noise must be 0"):
+        sr.sparse_recovery_dataset("mri", "val", tier="quick", noise=0.01)

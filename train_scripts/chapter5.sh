@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every checkpoint of chapter 5 (learned stepsizes for scaled gradient projection, Lee and Chun), Step-learned
 # SGP for inpainting and partial Fourier (the paper's Tables 1-3), the non-iterative U-Nets they are compared
-# with, Step-learned SGP for deblurring and sparse-view CT (144 views), then Diag-learned SGP for inpainting and
-# partial Fourier. All are trained at 50 % (noiseless), with
+# with, Step-learned SGP for chapter 1's multi-coil l1-wavelet MRI problem, for deblurring and for sparse-view CT
+# (144 views), then Diag-learned SGP for inpainting and partial Fourier. All are trained at 50 % (noiseless), with
 # lam = 0.1 / 255 for images in [0, 1], against FISTA-b's converged solutions (computed once and cached under
 # the data root on first use). Each is skipped when its checkpoint exists, and an interrupted one resumes from
 # runs/<name>/state.pt, so rerunning continues.
@@ -40,6 +40,7 @@ train sgp_step_fourier sgp --kind step --lr 1e-2 --problem fourier $common
 for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iterations
   train "sgp_unet_$problem" sgp_unet --problem "$problem" --features 16 --batch-size 8 --epochs 30 --lr 1e-3 --quiet $device $threads
 done
+train sgp_step_mri sgp --kind step --lr 1e-2 --problem mri $common  # chapter 1's problem, beyond the paper
 train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring $common
 train sgp_step_ct sgp --kind step --lr 1e-2 --problem ct --views 144 $common
 train sgp_diag_inpainting sgp --kind diag --lr 1e-3 --problem inpainting $common

@@ -8,9 +8,12 @@ Four problems, each min_x 1/2 ||A W^T x - y||^2 + lam ||x||_1 (``sgp.L1Synthesis
   random mask with a fully sampled centre per image (``masks.variable_density_2d`` at acceleration
   1 / fraction; the paper does not say which random pattern it drew);
 * ``deblurring``: a Gaussian blur of sigma 2 with periodic boundaries (Sec. 6.4);
-* ``ct``: parallel-beam projections at ``views`` angles over 180 degrees (Sec. 6.6: 144 views).
+* ``ct``: parallel-beam projections at ``views`` angles over 180 degrees (Sec. 6.6: 144 views);
+* ``mri``, beyond the paper: chapter 1's multi-coil l1-wavelet reconstruction (``recon.l1_wavelet``'s
+  problem: complex images, Daubechies-4 details penalised, the approximation free), on the demo k-space
+  at ``MRI_ACCELERATION`` with a 2-D variable-density mask per slice and chapter 1's weight ``MRI_LAM``.
 
-Images are real, in [0, 1]. The paper used BSDS500 photographs (450 training, 50 test, 256 x 256),
+Images are real, in [0, 1] (MR images: complex, max magnitude 1). The paper used BSDS500 photographs (450 training, 50 test, 256 x 256),
 which cannot be downloaded here. Inpainting and deblurring use scikit-image's photographs instead
 (``natural.PHOTOGRAPHS``): training images are random square crops of the training photographs,
 of a random side between the tier's size and the photograph's, resized to the tier's size, flipped
@@ -43,7 +46,8 @@ from mrtutor.data.numerics import _rng, _seed
 from mrtutor.operators import GaussianBlur, Inpainting, PartialFourier, Radon
 from mrtutor.sgp import L1Synthesis, lipschitz, solve
 
-PROBLEMS = ("inpainting", "fourier", "deblurring", "ct")
+IMAGE_PROBLEMS = ("inpainting", "fourier", "deblurring", "ct")  # the paper's four, on real images
+PROBLEMS = IMAGE_PROBLEMS + ("mri",)
 NATURAL = ("inpainting", "deblurring")  # the problems on photographs; the others use brain slices
 SPLITS = ("train", "val", "test")
 
@@ -57,6 +61,23 @@ VIEWS = 144  # Sec. 6.6
 REFERENCE_ITERATIONS = 1200  # Sec. 4.1: "FISTA with 1200 iterations"
 REFERENCE_CHUNK = 64  # images per batched FISTA run
 CACHE_VERSION = 1  # raise when what a cache file holds changes
+# The MRI problem is chapter 1's: its main acceleration, and the l1-wavelet weight chapter 1 picks on the
+# validation split at that acceleration (recon.tune_lambda on its grid, demo tier), with recon.l1_wavelet's basis.
+MRI_ACCELERATION = 6
+MRI_LAM = 3e-3
+MRI_WAVELET = "db4"
+
+
+def default_lam(problem: str) -> float:
+    """The weight a problem is trained and tested at: ``MRI_LAM`` for ``mri``, ``LAM`` for the paper's four."""
+    _check_problem(problem)
+    return MRI_LAM if problem == "mri" else LAM
+
+
+def default_fraction(problem: str) -> float:
+    """The sampled share a problem is trained at: 1 / ``MRI_ACCELERATION`` for ``mri``, the paper's 50 % otherwise."""
+    _check_problem(problem)
+    return 1 / MRI_ACCELERATION if problem == "mri" else 0.5
 
 
 def _check_problem(problem: str) -> None:
@@ -93,7 +114,7 @@ def forward_operator(problem: str, fraction: float = 0.5, size: int = 64, seed: 
     """The forward operator A of ``problem`` on real images (B, size, size).
 
     Args:
-        problem: one of ``PROBLEMS``.
+        problem: one of ``IMAGE_PROBLEMS`` (MRI's ``Sense`` needs each slice's coil maps: ``recovery_problem``).
         fraction: sampled share in (0, 1) of inpainting and Fourier (checked for every problem).
         size: image side.
         seed: of the mask drawn when ``mask`` is not given.
@@ -104,6 +125,8 @@ def forward_operator(problem: str, fraction: float = 0.5, size: int = 64, seed: 
         an ``Inpainting``, ``PartialFourier``, ``GaussianBlur`` or ``Radon``.
     """
     _check_problem(problem)
+    if problem == "mri":
+        raise ValueError("mri has no operator without coil maps: use recovery_problem('mri', kspace, mask, maps=maps)")
     _check_fraction(fraction)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
@@ -117,17 +140,27 @@ def forward_operator(problem: str, fraction: float = 0.5, size: int = 64, seed: 
     return _radon(views, size, dtype, str(torch.device(device or "cpu")))[0]
 
 
-def recovery_problem(problem: str, measurement: torch.Tensor, mask: torch.Tensor | None = None, lam: float = LAM,
-                     views: int = VIEWS) -> L1Synthesis:
-    """The ``L1Synthesis`` of a batch: measurements (B, ...) with their masks (B, H, W) when the problem has one.
+def recovery_problem(problem: str, measurement: torch.Tensor, mask: torch.Tensor | None = None,
+                     lam: float | None = None, views: int = VIEWS, maps: torch.Tensor | None = None) -> L1Synthesis:
+    """The ``L1Synthesis`` of a batch: measurements (B, ...) with their masks (B, H, W) when the problem has one,
+    and for ``mri`` the coil maps (B, C, H, W) of the k-space (B, C, H, W). ``lam``: default ``default_lam``.
 
     CT's projector is normalised (``L1Synthesis(normalise=True)``: A and y divided by ||A||), as
     Lee and Chun normalise their measurement matrices (Sec. 6.1), so lam weighs the l1 norm against
-    the normalised data term; the other operators have ||A|| = 1 already.
+    the normalised data term; the other operators have ||A|| = 1 already (for ``Sense`` with maps of
+    unit sum of squares, ||A|| <= 1, and 1 serves as the constant).
     """
     _check_problem(problem)
-    if (mask is None) != (problem not in ("inpainting", "fourier")):
+    lam = default_lam(problem) if lam is None else lam
+    if (mask is None) != (problem not in ("inpainting", "fourier", "mri")):
         raise ValueError(f"{problem} {'needs' if mask is None else 'takes no'} mask")
+    if (maps is None) != (problem != "mri"):
+        raise ValueError(f"{problem} {'needs' if maps is None else 'takes no'} coil maps")
+    if problem == "mri":
+        from mrtutor.sense import Sense
+
+        return L1Synthesis(Sense(maps, mask), measurement, lam, wavelet=MRI_WAVELET, levels=None, lipschitz_estimate=1.0,
+                           complex_images=True, penalise_approximation=False)
     size = measurement.shape[-2] if problem == "ct" else measurement.shape[-1]
     if problem == "ct":  # the projector and its ||A||^2, computed once per size
         op, lip = _radon(views, size, measurement.dtype, str(measurement.device))
@@ -198,7 +231,9 @@ def brain_images(split: str, count: int, size: int, tier: str) -> np.ndarray:
 class SparseRecoveryDataset(torch.utils.data.Dataset):
     """Samples of one problem: ``target`` (H, W) real image in [0, 1], ``measurement`` y (as A returns
     it: (H, W), complex for Fourier, (H, views) for CT), ``mask`` (H, W) for inpainting and Fourier,
-    and ``reference`` (H, W), the converged wavelet coefficients x* of ``recovery_problem``.
+    and ``reference`` (H, W), the converged wavelet coefficients x* of ``recovery_problem``. For
+    ``mri``: ``target`` (H, W) complex, ``measurement`` the k-space (C, H, W), ``mask`` (H, W), ``maps``
+    (C, H, W), ``reference`` complex.
 
     ``info`` holds what defines the data (problem, split, tier, fraction, noise, lam, seed, views).
     """
@@ -243,15 +278,16 @@ def _measure(problem: str, images: torch.Tensor, fraction: float, noise: float, 
 
 
 def references(problem: str, measurement: torch.Tensor, mask: torch.Tensor | None, lam: float, views: int = VIEWS,
-               iterations: int = REFERENCE_ITERATIONS, device=None) -> torch.Tensor:
-    """x* (N, H, W) on the CPU: FISTA-b for ``iterations`` on the problems of N measurements, in
-    batches, computed on ``device`` (default ``config.device()``: CUDA when present)."""
+               iterations: int = REFERENCE_ITERATIONS, device=None, maps: torch.Tensor | None = None) -> torch.Tensor:
+    """x* (N, H, W) on the CPU: FISTA-b for ``iterations`` on the problems of N measurements (with their
+    coil maps for ``mri``), in batches, computed on ``device`` (default ``config.device()``: CUDA when present)."""
     device = torch.device(device) if device is not None else config.device()
     out = []
     for start in range(0, len(measurement), REFERENCE_CHUNK):
         part = slice(start, start + REFERENCE_CHUNK)
         part_mask = None if mask is None else mask[part].to(device)
-        problem_part = recovery_problem(problem, measurement[part].to(device), part_mask, lam, views)
+        part_maps = None if maps is None else maps[part].to(device)
+        problem_part = recovery_problem(problem, measurement[part].to(device), part_mask, lam, views, part_maps)
         out.append(solve(problem_part, "fista_b", iterations).coefficients.cpu())
     return torch.cat(out)
 
@@ -273,7 +309,7 @@ def _read_cache(path: Path, info: dict, count: int, size: int) -> dict[str, torc
         arrays, problem = saved["arrays"], info["problem"]
         if saved["info"] != info:
             raise ValueError(f"it holds data of {saved['info']}")
-        for key in ("target", "reference") + (("mask",) if problem in ("inpainting", "fourier") else ()):
+        for key in ("target", "reference") + (("mask",) if problem in ("inpainting", "fourier", "mri") else ()):
             if tuple(arrays[key].shape) != (count, size, size):
                 raise ValueError(f"{key} has shape {tuple(arrays[key].shape)}, expected {(count, size, size)}")
         if _digest(arrays) != saved["sha256"]:
@@ -285,23 +321,44 @@ def _read_cache(path: Path, info: dict, count: int, size: int) -> dict[str, torc
     return arrays
 
 
-def sparse_recovery_dataset(problem: str, split: str, tier: str | None = None, fraction: float = 0.5,
-                            noise: float = 0.0, lam: float = LAM, seed: int = 0, views: int = VIEWS
+def _mri_arrays(split: str, tier: str, count: int, fraction: float) -> dict[str, torch.Tensor]:
+    """``target``, ``measurement`` (k-space), ``mask`` and ``maps`` of the first ``count`` demo slices of
+    ``split``, each with its own 2-D variable-density mask at acceleration 1 / ``fraction`` (the mask seeds
+    of chapter 4's splits: 0, 10,000 and 20,000 for training, validation and test, then the slice index)."""
+    from mrtutor.data.demo import demo_dataset
+
+    slices = demo_dataset(split, tier, mask_fn="variable_density_2d", acceleration=1 / fraction,
+                          mask_seed=10_000 * SPLITS.index(split))
+    samples = [slices[i] for i in range(min(count, len(slices)))]
+    names = {"target": "target", "measurement": "kspace", "mask": "mask", "maps": "maps"}
+    return {key: torch.stack([sample[name] for sample in samples]) for key, name in names.items()}
+
+
+def sparse_recovery_dataset(problem: str, split: str, tier: str | None = None, fraction: float | None = None,
+                            noise: float = 0.0, lam: float | None = None, seed: int = 0, views: int = VIEWS
                             ) -> SparseRecoveryDataset:
     """The samples of ``problem`` in ``split`` at the tier's ``sgp_image_size`` and ``sgp_samples``,
-    measured at ``fraction`` (inpainting, Fourier) with noise of standard deviation ``noise``, with
-    their x* for ``lam``; read from the cache, or computed and cached."""
+    measured at ``fraction`` (inpainting, Fourier; default ``default_fraction``) with noise of standard
+    deviation ``noise``, with their x* for ``lam`` (default ``default_lam``); read from the cache, or
+    computed and cached. ``mri`` takes the demo slices at their own size, with their own noise (``noise``
+    must be 0), and as many as the split has when it has fewer than ``sgp_samples``."""
     _check_problem(problem)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    fraction = _check_fraction(fraction)
+    fraction = _check_fraction(default_fraction(problem) if fraction is None else fraction)
+    lam = default_lam(problem) if lam is None else lam
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
+    if problem == "mri" and noise != 0:
+        raise ValueError(f"mri uses the demo k-space with its own noise; noise must be 0, got {noise!r}")
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
         raise ValueError(f"lam must be a number >= 0, got {lam!r}")
     tier = tier or config.mode()
     settings = config.settings(tier)
     size, count = settings["sgp_image_size"], settings["sgp_samples"][split]
+    if problem == "mri":
+        size = settings["image_shape"][0]
+        count = min(count, demo_manifest(tier)["slices"][split])
     info = {"version": CACHE_VERSION, "problem": problem, "split": split, "tier": tier, "fraction": fraction,
             "noise": float(noise), "lam": float(lam), "seed": seed, "size": size, "count": count,
             "views": views if problem == "ct" else None,
@@ -309,11 +366,15 @@ def sparse_recovery_dataset(problem: str, split: str, tier: str | None = None, f
     path = _cache_path(info)
     arrays = _read_cache(path, info, count, size) if path.exists() else None
     if arrays is None:
-        images = (natural_images(split, count, size, seed) if problem in NATURAL
-                  else brain_images(split, count, size, tier))
-        seeds = [_seed(seed, SPLITS.index(split), i) for i in range(count)]
-        arrays = _measure(problem, torch.from_numpy(images), fraction, noise, seeds, views)
-        arrays["reference"] = references(problem, arrays["measurement"], arrays.get("mask"), lam, views)
+        if problem == "mri":
+            arrays = _mri_arrays(split, tier, count, fraction)
+        else:
+            images = (natural_images(split, count, size, seed) if problem in NATURAL
+                      else brain_images(split, count, size, tier))
+            seeds = [_seed(seed, SPLITS.index(split), i) for i in range(count)]
+            arrays = _measure(problem, torch.from_numpy(images), fraction, noise, seeds, views)
+        arrays["reference"] = references(problem, arrays["measurement"], arrays.get("mask"), lam, views,
+                                         maps=arrays.get("maps"))
         with _atomic_path(path) as tmp:
             torch.save({"info": info, "arrays": arrays, "sha256": _digest(arrays)}, tmp)
     return SparseRecoveryDataset(arrays, info)
