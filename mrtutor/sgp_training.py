@@ -85,8 +85,8 @@ def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, i
     candidate = soft_threshold(xs - d * grads, problem.lam.repeat(iterations, 1, 1) * problem.weights * d)  # prox
     loss = (reference.repeat(iterations, 1, 1) - candidate).abs().pow(2).mean()
     with torch.no_grad():
-        stats = {"network_used": use_net.to(x.dtype).mean().item(), "log10_step": d.log10().mean().item(),
-                 "at_t_max": (d >= 0.99 * net.t_max).to(x.dtype).mean().item()}
+        stats = {"network_used": use_net.float().mean().item(), "log10_step": d.log10().mean().item(),
+                 "at_t_max": (d >= 0.99 * net.t_max).float().mean().item()}
     return loss, stats
 
 

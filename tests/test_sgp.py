@@ -570,6 +570,7 @@ def test_learned_sgp_on_chapter_1s_mri_problem_trains_and_stays_monotone(tmp_pat
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+    assert all(isinstance(value, float) for value in model.stats.values())  # the record's monitor is JSON
     model.eval()
     problem = model.problem_for(batch["measurement"], batch["mask"], batch["maps"])
     run = solve(problem, "sgp_step", 10, net=model.net, t_min=model.net.t_min, t_max=model.net.t_max)
