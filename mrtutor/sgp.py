@@ -396,21 +396,32 @@ class StepNet(_StepsizeNet):
 class DiagNet(_StepsizeNet):
     """A diagonal scaling d_k, one positive value per coefficient: ``net(x, grad)`` -> (B, H, W) in [t_min, t_max].
 
-    A 1x1 convolution turns the U-Net's features into one map, mapped into [t_min, t_max] by
-    ``bounded_positive`` (Lee and Chun, Sec. 4.1: the output dimension becomes the number of
-    coefficients).
+    Lee and Chun, Sec. 4.1, only say that the output dimension becomes the number of coefficients. The
+    diagonal here has Algorithm 1's form t_k D_k: a stepsize t_k in [t_min, t_max] from the pooled features
+    (``step_head``, as ``StepNet``) times a per-coefficient factor in [1 / delta, delta] from a 1x1
+    convolution of the features (``head``), the product clipped to [t_min, t_max]. Both heads start at
+    zero, so an untrained network answers sqrt(t_min t_max) everywhere. The scale of the step is thus
+    learned from the whole image, as by ``StepNet``, and the factor only redistributes it between
+    coefficients; a single output per coefficient would have to find the scale coefficient by coefficient.
     """
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), t_min: float = 0.01, t_max: float = 100.0,
-                 complex_inputs: bool = False):
+                 complex_inputs: bool = False, delta: float = 10.0):
         super().__init__(widths, t_min, t_max, complex_inputs)
+        if not (math.isfinite(delta) and delta >= 1):
+            raise ValueError(f"delta must be a finite number >= 1, got {delta!r}")
+        self.delta = float(delta)
+        self.step_head = nn.Linear(self.widths[0], 1)
         self.head = nn.Conv2d(self.widths[0], 1, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for layer in (self.step_head, self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        u = self.head(self.inputs(x, grad))[:, 0]
-        return bounded_positive(u.to(x.real.dtype), self.t_min, self.t_max)
+        h = self.inputs(x, grad)
+        step = bounded_positive(self.step_head(h.mean(dim=(-2, -1)))[:, 0].to(x.real.dtype), self.t_min, self.t_max)
+        factor = bounded_positive(self.head(h)[:, 0].to(x.real.dtype), 1 / self.delta, self.delta)
+        return (step[:, None, None] * factor).clamp(self.t_min, self.t_max)
 
 
 class DirectUNet(UNet):

@@ -334,8 +334,11 @@ def test_stepsize_networks_shapes_bounds_and_an_untrained_run(kind):
         net.head.weight.copy_(1e3 * signs.reshape(net.head.weight.shape))
     out = net(x, grad)
     assert ((out >= 0.05) & (out <= 20.0)).all()
-    if kind is DiagNet:
-        assert out.min().item() == pytest.approx(0.05) and out.max().item() == pytest.approx(20.0)
+    if kind is DiagNet:  # the factor spans [1 / delta, delta] around the step, here 1
+        assert out.min().item() == pytest.approx(1 / net.delta) and out.max().item() == pytest.approx(net.delta)
+        with torch.no_grad():
+            net.step_head.bias.fill_(1e3)
+        assert net(x, grad).max().item() == pytest.approx(20.0)  # the product is clipped to t_max
     with pytest.raises(ValueError, match="divisible"):
         net(x[:, :30, :30], grad[:, :30, :30])
     # an untrained network (random head) drives SGP on a complex-valued operator; F still goes down
