@@ -2,24 +2,21 @@
 # Every checkpoint of chapter 5 (learned stepsizes for scaled gradient projection, Lee and Chun), Step-learned
 # SGP for inpainting and partial Fourier (the paper's Tables 1-3), the non-iterative U-Nets they are compared
 # with, Step-learned SGP for chapter 1's multi-coil l1-wavelet MRI problem, for deblurring and for sparse-view CT
-# (144 views), then Diag-learned SGP for inpainting and partial Fourier. All are trained at 50 % (noiseless), with
-# lam = 0.1 / 255 for images in [0, 1], against FISTA-b's converged solutions (computed once and cached under
-# the data root on first use). Each is skipped when its checkpoint exists, and an interrupted one resumes from
-# runs/<name>/state.pt, so rerunning continues.
+# (144 views), then Diag-learned SGP for inpainting and partial Fourier. The paper's problems are trained at 50 %
+# (noiseless) with lam = 0.1 / 255 for images in [0, 1], the MRI problem at 6x with chapter 1's weight, all against
+# FISTA-b's converged solutions (computed once and cached under the data root on first use). Each is skipped when
+# its checkpoint exists, and an interrupted one resumes from runs/<name>/state.pt, so rerunning continues.
 #
 #   bash train_scripts/chapter5.sh                      # torch's default device and threads
 #   DEVICE=cuda bash train_scripts/chapter5.sh          # on a GPU
 #   THREADS=2 bash train_scripts/chapter5.sh            # on a CPU: pin the threads, and keep other work off them
 #
 # The demo tier's settings: 128 x 128 images, 240 training and 24 validation images, K = 10 first iterations in
-# the greedy loss (the paper reports its networks after 20 iterations), U-Net widths 16-32-64, batches of 8.
-# On one CPU thread an epoch takes about 3 minutes (inpainting and Fourier, both kinds), so 20 epochs about an
-# hour per network. The first run also computes the FISTA-b references: about 6 minutes (inpainting) and
-# 12 minutes (Fourier, with the demo brains) for the training split on one thread. lr 1e-2 for the
-# Step-learned networks (at 1e-3 the step of inpainting, which wants about 1000 t_L, had moved to 3 t_L after
-# two epochs, at 1e-2 to 400 t_L, and the validation PSNR after 10 iterations rose from 10.8 to 19.3 dB); 1e-3 for
-# the Diag-learned ones (at 1e-2 the diagonal drifted below t_L and the loss stayed flat; at 1e-3 the training
-# loss falls, but on validation the line search soon drops the network and SGP runs as ISTA).
+# the greedy loss (the paper reports its networks after 20 iterations), U-Net widths 16-32-64, batches of 8, Adam
+# with a cosine decay from lr 1e-2 over 20 epochs: the first step of inpainting lies near 1000 t_L, three decades
+# from the t_L an untrained network answers. On one CPU thread beside another training an epoch of the inpainting
+# networks takes 5 to 6 minutes, so a network about two hours; the FISTA-b references of a training split take
+# about 6 (inpainting) to 12 minutes (Fourier) on one thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRTUTOR_MODE=demo
@@ -34,7 +31,6 @@ train() {  # train NAME RECIPE OPTIONS...
   "$python" -m mrtutor.train "$2" --name "$1" "${@:3}"
 }
 
-# The Step-learned networks first: their trials learned, while the line search still drops the Diag-learned ones.
 train sgp_step_inpainting sgp --kind step --lr 1e-2 --problem inpainting $common
 train sgp_step_fourier sgp --kind step --lr 1e-2 --problem fourier $common
 for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iterations
@@ -43,5 +39,5 @@ done
 train sgp_step_mri sgp --kind step --lr 1e-2 --problem mri $common  # chapter 1's problem, beyond the paper
 train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring $common
 train sgp_step_ct sgp --kind step --lr 1e-2 --problem ct --views 144 $common
-train sgp_diag_inpainting sgp --kind diag --lr 1e-3 --problem inpainting $common
-train sgp_diag_fourier sgp --kind diag --lr 1e-3 --problem fourier $common
+train sgp_diag_inpainting sgp --kind diag --lr 1e-2 --problem inpainting $common
+train sgp_diag_fourier sgp --kind diag --lr 1e-2 --problem fourier $common
