@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrtutor.metrics import nmse, nmse_db, psnr, snr, ssim, ssim_map
+from mrtutor.metrics import MS_SSIM_WEIGHTS, ms_ssim, nmse, nmse_db, normalise, psnr, snr, ssim, ssim_map, vif
 
 SHAPES = [(7, 7), (13, 20), (33, 31), (64, 64)]
 
@@ -157,3 +157,206 @@ def test_snr_is_the_energy_ratio_in_decibels():
     x = ref + torch.tensor([[0.3, 0.0], [0.0, 0.4]])  # ||ref|| = 5, ||x - ref|| = 0.5
     assert snr(x, ref).item() == pytest.approx(20.0)
     assert snr(x, ref).item() == pytest.approx(-nmse_db(x, ref).item())
+
+
+def disk_pair(shape, noise, seed=0):
+    """An MRI-like reference (a textured disk on a dark background) and a noisy magnitude copy, as tensors."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]] / max(shape)
+    ref = ((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.15) * (0.6 + 0.4 * np.cos(9 * xx))
+    x = np.abs(ref + noise * rng.standard_normal(shape))
+    return torch.from_numpy(x), torch.from_numpy(ref)
+
+
+@pytest.mark.parametrize("shape", [(176, 176), (181, 190)])
+@pytest.mark.parametrize("kind", ["random", "smooth"])
+def test_ms_ssim_agrees_with_torchmetrics(shape, kind):
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    x, ref = (torch.from_numpy(v) for v in image_pair(shape, kind))
+    got = ms_ssim(x, ref)
+    expected = tm.multiscale_structural_similarity_index_measure(
+        x[None, None], ref[None, None], data_range=ref.max().item(), reduction="none"
+    )
+    # torchmetrics averages the coarsest scale's SSIM over reflected borders too (ms_ssim's docstring):
+    # 1e-4 to 1e-3 apart on these images.
+    assert got.shape == () and abs(got.item() - expected.item()) < 2e-3
+
+    # Built from torchmetrics' SSIM pieces with Wang et al.'s definition (every mean over the
+    # windows inside the image), the two agree to rounding.
+    a, b, r, pad = x[None, None], ref[None, None], ref.max().item(), 5
+    rebuilt = torch.ones((), dtype=torch.float64)
+    for scale, weight in enumerate(MS_SSIM_WEIGHTS):
+        if scale > 0:
+            a, b = torch.nn.functional.avg_pool2d(a, 2), torch.nn.functional.avg_pool2d(b, 2)
+        if scale < len(MS_SSIM_WEIGHTS) - 1:
+            _, term = tm.structural_similarity_index_measure(a, b, data_range=r, return_contrast_sensitivity=True)
+        else:
+            _, full = tm.structural_similarity_index_measure(a, b, data_range=r, return_full_image=True)
+            term = full[..., pad:-pad, pad:-pad].mean()
+        rebuilt = rebuilt * term.clamp(min=0) ** weight
+    assert abs(got.item() - rebuilt.item()) < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(41, 41), (64, 57), (96, 96)])
+@pytest.mark.parametrize("kind", ["random", "smooth"])
+def test_vif_agrees_with_torchmetrics(shape, kind):
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    x, ref = (torch.from_numpy(v) for v in image_pair(shape, kind))
+    for sigma_nsq in (2.0, 0.05, None):
+        got = vif(x, ref, sigma_nsq)
+        noise = x.mean().item() if sigma_nsq is None else sigma_nsq
+        expected = tm.visual_information_fidelity(x[None, None], ref[None, None], sigma_n_sq=noise, reduction="none")
+        assert got.shape == () and abs(got.item() - expected.item()) < 1e-10
+
+
+def test_identical_images_give_vif_and_ms_ssim_one():
+    ref = disk_pair((180, 176), 0.0)[1] + 0.05 * torch.rand(180, 176, dtype=torch.float64)
+    batch = torch.stack([ref, 3 * ref])
+    assert torch.allclose(ms_ssim(batch, batch), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    # Not exactly 1: the original's 1e-10 regularisers (the gain's denominator, the floor of var_v).
+    assert torch.allclose(vif(batch, batch), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-7)
+    assert torch.allclose(vif(batch, batch, sigma_nsq=2.0), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-7)
+
+
+def test_more_noise_lowers_vif_and_ms_ssim():
+    scores = []
+    for noise in (0.01, 0.05, 0.2, 0.5):
+        x, ref = disk_pair((176, 176), noise, seed=4)
+        scores.append((vif(x, ref).item(), vif(x, ref, sigma_nsq=2.0).item(), ms_ssim(x, ref).item()))
+    for metric in zip(*scores):
+        assert all(a > b for a, b in zip(metric, metric[1:])), metric
+        assert 0 < metric[-1] < metric[0] < 1
+
+
+def test_blur_lowers_vif_but_contrast_gain_raises_it():
+    x, ref = disk_pair((64, 64), 0.0)
+    blurred = torch.nn.functional.avg_pool2d(ref[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    assert vif(blurred, ref, sigma_nsq=0.01) < 0.9
+    # VIF's gain g > 1 means contrast enhancement, which can score above 1.
+    mean = ref.mean()
+    assert vif(mean + 1.5 * (ref - mean), ref, sigma_nsq=0.01) > 1
+
+
+@pytest.mark.parametrize("metric", [ms_ssim, vif])
+def test_new_metrics_batched_equals_per_image_loop(metric):
+    pairs = [disk_pair((176, 180), noise, seed) for seed, noise in enumerate((0.05, 0.1, 0.3))]
+    # Different scales per image, so a per-batch (not per-image) default would show.
+    x = torch.stack([p[0] * s for p, s in zip(pairs, (1.0, 3.0, 0.2))])
+    ref = torch.stack([p[1] * s for p, s in zip(pairs, (1.0, 3.0, 0.2))])
+    batched = metric(x, ref)
+    assert batched.shape == (3,)
+    looped = torch.stack([metric(x[i], ref[i]) for i in range(3)])
+    assert torch.allclose(batched, looped, rtol=0, atol=1e-12)
+
+
+def test_complex_inputs_are_scored_by_magnitude():
+    x, ref = disk_pair((176, 176), 0.1)
+    phase = torch.exp(2j * torch.pi * torch.rand(176, 176, dtype=torch.float64))
+    for metric in (ms_ssim, vif):
+        assert torch.allclose(metric(x * phase, ref * phase.conj()), metric(x, ref), rtol=0, atol=1e-12)
+
+
+def test_volume_takes_statistics_over_the_whole_batch():
+    pairs = [disk_pair((176, 176), 0.1, seed) for seed in range(3)]
+    x = torch.stack([p[0] * s for p, s in zip(pairs, (1.0, 0.5, 0.25))])
+    ref = torch.stack([p[1] * s for p, s in zip(pairs, (1.0, 0.5, 0.25))])
+    peak = ref.max()
+    for metric in (psnr, ssim, ms_ssim):
+        volume = metric(x, ref, volume=True)
+        assert volume.shape == (3,)
+        assert torch.allclose(volume, metric(x, ref, data_range=peak), rtol=0, atol=1e-12)
+        # The dim slices are scored against the volume's larger range: higher scores than image by image.
+        image = metric(x, ref)
+        assert torch.allclose(volume[0], image[0]) and (volume[1:] > image[1:]).all()
+    assert torch.allclose(vif(x, ref, volume=True), vif(x, ref, sigma_nsq=x.mean()), rtol=0, atol=1e-12)
+    assert not torch.allclose(vif(x, ref, volume=True), vif(x, ref))
+    # A single image is its own volume.
+    assert torch.equal(psnr(x[0], ref[0], volume=True), psnr(x[0], ref[0]))
+
+
+def test_normalise_follows_darestani_and_heckel():
+    rng = np.random.default_rng(5)
+    slice_scale = torch.tensor([1.0, 0.5], dtype=torch.float64)[:, None, None]
+    x = (torch.from_numpy(rng.random((2, 20, 24)) * 3) + 1) * slice_scale
+    ref = torch.from_numpy(rng.random((2, 20, 24)) * 0.5) * slice_scale
+    flat = lambda v: v.flatten(1)  # noqa: E731
+
+    same_x, matched = normalise(x, ref)  # "mean_std_ref", as MLI-lab/ConvDecoder
+    assert torch.equal(same_x, x)
+    expected = (ref - ref.mean((1, 2), keepdim=True)) / flat(ref).std(1, correction=0)[:, None, None]
+    expected = expected * flat(x).std(1, correction=0)[:, None, None] + x.mean((1, 2), keepdim=True)
+    assert torch.allclose(matched, expected, rtol=0, atol=1e-12)
+    assert torch.allclose(flat(matched).mean(1), flat(x).mean(1)) and torch.allclose(flat(matched).std(1), flat(x).std(1))
+
+    for pair in (normalise(x, ref, "mean_std"), normalise(x, ref, "mean_std", volume=True)):
+        assert all(torch.allclose(v.mean(), torch.tensor(0.0, dtype=torch.float64), atol=1e-12) for v in pair)
+    for v in normalise(x, ref, "mean_std"):
+        assert torch.allclose(flat(v).std(1, correction=0), torch.ones(2, dtype=torch.float64))
+        assert torch.allclose(flat(v).mean(1), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    for v in normalise(x, ref, "min_max"):
+        assert torch.equal(flat(v).amin(1), torch.zeros(2, dtype=torch.float64))
+        assert torch.allclose(flat(v).amax(1), torch.ones(2, dtype=torch.float64))
+    # Volume-based: one min and max for both slices, so only the volume spans [0, 1].
+    for v in normalise(x, ref, "min_max", volume=True):
+        assert v.min() == 0 and torch.isclose(v.max(), torch.tensor(1.0, dtype=torch.float64))
+        assert flat(v).amax(1)[1] < 0.7
+
+    # Shapes, magnitudes of complex inputs, composition with the metrics.
+    single_x, single_ref = normalise(x[0].to(torch.complex64), ref[0])
+    assert single_x.shape == single_ref.shape == (20, 24) and single_x.dtype == torch.float64
+    assert torch.allclose(single_ref, matched[0], atol=1e-5)
+    assert torch.equal(psnr(*normalise(x, ref)), psnr(x, matched))
+
+
+def test_normalisation_can_change_the_ranking():
+    # Appendix A's point in miniature: a reconstruction with the right structure but the wrong
+    # intensity scale loses on raw PSNR and wins once the reference is matched to it.
+    _, ref = disk_pair((64, 64), 0.0)
+    scaled = 0.7 * ref + 0.02 * torch.from_numpy(np.random.default_rng(6).standard_normal((64, 64)))
+    noisy = ref + 0.08 * torch.from_numpy(np.random.default_rng(7).standard_normal((64, 64)))
+    assert psnr(scaled, ref) < psnr(noisy, ref)
+    assert psnr(*normalise(scaled, ref)) > psnr(*normalise(noisy, ref))
+
+
+def test_vif_and_ms_ssim_are_differentiable():
+    x, ref = disk_pair((176, 176), 0.1)
+    directions = torch.randn(3, 176, 176, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    along = lambda t: x + 0.01 * (t[:, None, None] * directions).sum(0)  # noqa: E731
+    assert torch.autograd.gradcheck(lambda t: ms_ssim(along(t), ref), (t,))
+    assert torch.autograd.gradcheck(lambda t: vif(along(t)[:48, :48], ref[:48, :48]), (t,))
+    assert torch.autograd.gradcheck(lambda t: vif(along(t)[:48, :48], ref[:48, :48], sigma_nsq=0.1), (t,))
+
+
+def test_new_metrics_bad_input_raises():
+    x, ref = disk_pair((176, 176), 0.1)
+    with pytest.raises(ValueError, match="too small for MS-SSIM.*at least 176"):
+        ms_ssim(x[:175], ref[:175])
+    assert torch.isfinite(ms_ssim(x[:44, :44], ref[:44, :44], weights=(0.5, 0.5), win_size=11))
+    with pytest.raises(ValueError, match="weights"):
+        ms_ssim(x, ref, weights=())
+    with pytest.raises(ValueError, match="win_size"):
+        ms_ssim(x, ref, win_size=10)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        ms_ssim(x, ref, sigma=0.0)
+    with pytest.raises(ValueError, match="data_range"):
+        ms_ssim(x, torch.zeros_like(ref))
+    with pytest.raises(ValueError, match="same shape"):
+        vif(x, ref[:-1])
+    with pytest.raises(ValueError, match="too small for VIF.*at least 41"):
+        vif(x[:40], ref[:40])
+    with pytest.raises(ValueError, match="sigma_nsq must be finite and > 0.*the mean of x"):
+        vif(*normalise(x, ref, "mean_std"))
+    assert torch.isfinite(vif(*normalise(x, ref, "mean_std"), sigma_nsq=0.5))
+    with pytest.raises(ValueError, match="sigma_nsq must be a scalar or have shape"):
+        vif(x, ref, sigma_nsq=torch.ones(2))
+    with pytest.raises(ValueError, match="no local variance"):
+        vif(x, torch.ones_like(ref))
+    with pytest.raises(ValueError, match="how must be one of"):
+        normalise(x, ref, how="z-score")
+    with pytest.raises(ValueError, match="ref is constant"):
+        normalise(x, torch.ones_like(ref))
+    with pytest.raises(ValueError, match="x is constant"):
+        normalise(torch.ones_like(x), ref, "min_max")
+    # Matching the reference to a constant reconstruction is allowed: the reference becomes that constant.
+    assert torch.allclose(normalise(torch.ones_like(x), ref)[1], torch.ones_like(ref))
