@@ -26,11 +26,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrtutor.data.sparse_recovery import (IMAGE_PROBLEMS, PROBLEMS, VIEWS, default_fraction, default_lam,
-                                          recovery_problem, sparse_recovery_datasets)
+from mrtutor.data.sparse_recovery import (IMAGE_PROBLEMS, LAM, MRI_LAM, PROBLEMS, VIEWS, default_fraction,
+                                          default_lam, recovery_problem, sparse_recovery_datasets,
+                                          training_datasets)
 from mrtutor.recipes import Option, Recipe, register
 from mrtutor.recon import soft_threshold
-from mrtutor.sgp import DiagNet, DirectUNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration, solve, step_bounds
+from mrtutor.sgp import (DiagNet, DirectUNet, L1Synthesis, StepNet, _network_step, _per_sample, sgp_iteration,
+                         solve, step_bounds)
 
 KINDS = ("step", "diag")
 # Images are real in [0, 1]; records state it (``Recipe.finish``) beside lam.
@@ -201,34 +203,50 @@ def sgp_finish(model: LearnedSGP | UNetBaseline, validation_psnr) -> dict:
                                 "views": model.views if model.problem == "ct" else None}}
 
 
-register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal scalings (Diag-learned) for "
-                "scaled gradient projection on l1-wavelet sparse recovery (Lee and Chun)", (
+def mri_sgp(kind: str = "step", iterations: int = 10, lam: float = MRI_LAM, features: int = 16,
+            t_min: float = T_MIN, t_max: float = T_MAX) -> LearnedSGP:
+    """``LearnedSGP`` for chapter 1's MRI problem (``problem="mri"``: the demo k-space at 6x, chapter 1's weight)."""
+    return LearnedSGP(kind, "mri", iterations=iterations, lam=lam, features=features, t_min=t_min, t_max=t_max)
+
+
+def mri_recovery_datasets(args):
+    """``Recipe.data`` of ``sgp_mri``: the training and validation slices of the MRI problem with x* for ``args.lam``."""
+    return training_datasets("mri", tier=args.tier or None, lam=args.lam, seed=args.seed)
+
+
+STEP_OPTIONS = (
     Option("kind", str, "one stepsize per image (step) or one per wavelet coefficient (diag)", default="step",
            choices=KINDS),
-    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=PROBLEMS),
-    Option("fraction", float, "sampled share of inpainting, Fourier and MRI (default: the paper's 0.5; 1/6 for mri)",
-           bound="in (0, 1)"),
-    Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
-           bound=">= 0"),
     Option("iterations", int, "K, the first iterations the loss covers (Algorithm 2)", default=10, bound="> 0"),
-    Option("lam", float, "l1 weight (default: the paper's 0.1 on [0, 255], i.e. 0.1 / 255 for images in [0, 1]; "
-           "chapter 1's weight for mri)", bound=">= 0"),
-    Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
     Option("t_min", float, "smallest step the network may give (t_L = 1)", default=T_MIN, bound="> 0"),
     Option("t_max", float, "largest step the network may give (t_L = 1)", default=T_MAX, bound="> 0"),
-), loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets,
+)
+IMAGE_OPTIONS = (
+    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=IMAGE_PROBLEMS),
+    Option("fraction", float, "sampled share of inpainting and Fourier (the paper trains at 0.5)", default=0.5,
+           bound="in (0, 1)"),
+    Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
+           bound=">= 0"),
+    Option("lam", float, "l1 weight for images in [0, 1] (the paper's 0.1 on [0, 255] is 0.1 / 255)",
+           default=LAM, bound=">= 0"),
+    Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
+)
+
+register(Recipe("sgp", LearnedSGP, "Learned stepsizes (Step-learned) or diagonal scalings (Diag-learned) for "
+                "scaled gradient projection on l1-wavelet sparse recovery (Lee and Chun)", STEP_OPTIONS + IMAGE_OPTIONS,
+                loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets,
+                reconstruct=sgp_reconstruct))
+
+register(Recipe("sgp_mri", mri_sgp, "Learned stepsizes or diagonal scalings for scaled gradient projection on "
+                "chapter 1's multi-coil l1-wavelet reconstruction (the demo k-space at 6x)", STEP_OPTIONS + (
+    Option("lam", float, "l1 weight (chapter 1's choice on its validation slices at 6x)", default=MRI_LAM,
+           bound=">= 0"),
+), loss=sgp_loss, monitor=sgp_monitor, finish=sgp_finish, bf16=False, data=mri_recovery_datasets,
    reconstruct=sgp_reconstruct))
 
 register(Recipe("sgp_unet", UNetBaseline, "The non-iterative comparison of Lee and Chun: a U-Net from the "
                 "zero-filled image A^H y to the converged image W^T x* of l1-wavelet sparse recovery", (
-    Option("problem", str, "the sparse-recovery problem", default="inpainting", choices=IMAGE_PROBLEMS),
-    Option("fraction", float, "sampled share of inpainting, Fourier and MRI (default: the paper's 0.5; 1/6 for mri)",
-           bound="in (0, 1)"),
-    Option("noise", float, "standard deviation of the measurement noise, images in [0, 1]", default=0.0,
-           bound=">= 0"),
-    Option("lam", float, "l1 weight of the converged solutions it learns (default: 0.1 / 255, images in [0, 1])",
-           bound=">= 0"),
-    Option("views", int, "projection angles of CT", default=VIEWS, bound="> 0"),
+    *IMAGE_OPTIONS,
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
 ), loss=unet_loss, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets, reconstruct=unet_reconstruct))

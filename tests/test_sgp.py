@@ -459,7 +459,7 @@ def test_the_sgp_recipe_round_trip_records_lam_and_the_image_scale(trained, quic
     record = checkpoints.record(f"sgp_{kind}", trained)
     assert record["sparse_recovery"] == {"problem": "inpainting", "fraction": 0.5, "noise": 0.0, "lam": pytest.approx(LAM),
                                          "image_range": [0.0, 1.0], "views": None}
-    assert "lam" not in record["builder_kwargs"] and record["final_metrics"]["lam"] == pytest.approx(LAM)  # the default
+    assert record["builder_kwargs"]["lam"] == LAM and record["final_metrics"]["lam"] == pytest.approx(LAM)
     assert f"on inpainting from 50 % of the samples" in checkpoints.catalogue(trained)
     model = checkpoints.load(f"sgp_{kind}", directory=trained)
     assert isinstance(model, LearnedSGP) and model.kind == kind and model.iterations == 3
@@ -557,12 +557,12 @@ def test_learned_sgp_on_chapter_1s_mri_problem_trains_and_stays_monotone(tmp_pat
     """The mri problem through the recipe's own loss: complex iterates, a few steps lower L_K, and solve with the
     network keeps F falling."""
     from mrtutor.data import sparse_recovery
-    from mrtutor.sgp_training import LearnedSGP, sgp_loss
+    from mrtutor.sgp_training import mri_sgp, sgp_loss
 
     monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path))
     batch = sparse_recovery.sparse_recovery_dataset("mri", "val", tier="quick").arrays
     torch.manual_seed(0)
-    model = LearnedSGP("step", "mri", iterations=3, features=4)
+    model = mri_sgp("step", iterations=3, features=4)
     assert model.lam.item() == pytest.approx(sparse_recovery.MRI_LAM) and model.net.in_channels == 4
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
@@ -580,3 +580,13 @@ def test_learned_sgp_on_chapter_1s_mri_problem_trains_and_stays_monotone(tmp_pat
     assert_monotone(run.objective, rtol=1e-6)
     assert run.image.is_complex()
     assert model(batch["measurement"], batch["mask"], batch["maps"]).shape == batch["target"].shape
+
+    from mrtutor import checkpoints
+    from mrtutor.train import main
+
+    main(["sgp_mri", "--name", "mri", "--tier", "quick", "--epochs", "1", "--iterations", "2", "--features", "4",
+          "--batch-size", "4", "--quiet", "--run-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")])
+    record = checkpoints.record("mri", tmp_path / "ckpt")
+    assert record["sparse_recovery"]["problem"] == "mri" and record["sparse_recovery"]["lam"] == pytest.approx(
+        sparse_recovery.MRI_LAM)
+    assert checkpoints.load("mri", directory=tmp_path / "ckpt").net.in_channels == 4

@@ -36,7 +36,7 @@ train sgp_step_fourier sgp --kind step --lr 1e-2 --problem fourier $common
 for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iterations
   train "sgp_unet_$problem" sgp_unet --problem "$problem" --features 16 --batch-size 8 --epochs 30 --lr 1e-3 --quiet $device $threads
 done
-train sgp_step_mri sgp --kind step --lr 1e-2 --problem mri $common  # chapter 1's problem, beyond the paper
+train sgp_step_mri sgp_mri --kind step --lr 1e-2 $common  # chapter 1's problem, beyond the paper
 train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring $common
 train sgp_step_ct sgp --kind step --lr 1e-2 --problem ct --views 144 $common
 train sgp_diag_inpainting sgp --kind diag --lr 1e-2 --problem inpainting $common

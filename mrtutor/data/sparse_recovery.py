@@ -380,11 +380,16 @@ def sparse_recovery_dataset(problem: str, split: str, tier: str | None = None, f
     return SparseRecoveryDataset(arrays, info)
 
 
-def sparse_recovery_datasets(args) -> tuple[SparseRecoveryDataset, SparseRecoveryDataset, str]:
-    """``Recipe.data`` of ``sgp``: the training and validation sets of ``args.problem`` at
-    ``args.fraction`` and ``args.noise``, with x* for ``args.lam``, and a sha256 of both."""
-    kwargs = dict(tier=args.tier or config.mode(), fraction=args.fraction, noise=args.noise, lam=args.lam,
-                  seed=args.seed, views=args.views)
-    train = sparse_recovery_dataset(args.problem, "train", **kwargs)
-    val = sparse_recovery_dataset(args.problem, "val", **kwargs)
+def training_datasets(problem: str, **kwargs) -> tuple[SparseRecoveryDataset, SparseRecoveryDataset, str]:
+    """The training and validation sets of ``problem`` (``kwargs`` as ``sparse_recovery_dataset``'s), and a
+    sha256 of both: what the training recipes' ``data`` return."""
+    train = sparse_recovery_dataset(problem, "train", **kwargs)
+    val = sparse_recovery_dataset(problem, "val", **kwargs)
     return train, val, hashlib.sha256((_digest(train.arrays) + _digest(val.arrays)).encode()).hexdigest()
+
+
+def sparse_recovery_datasets(args) -> tuple[SparseRecoveryDataset, SparseRecoveryDataset, str]:
+    """``Recipe.data`` of ``sgp`` and ``sgp_unet``: the training and validation sets of ``args.problem`` at
+    ``args.fraction`` and ``args.noise``, with x* for ``args.lam``, and a sha256 of both."""
+    return training_datasets(args.problem, tier=args.tier or config.mode(), fraction=args.fraction, noise=args.noise,
+                             lam=args.lam, seed=args.seed, views=args.views)
