@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 # The modules that declare recipes, imported (in this order) the first time the registry is read.
-METHOD_MODULES = ("mrtutor.modl", "mrtutor.mol", "mrtutor.npgd", "mrtutor.sgp_training")
+METHOD_MODULES = ("mrtutor.modl", "mrtutor.mol", "mrtutor.npgd", "mrtutor.sgp_training", "mrtutor.unet")
 
 # What an option accepts beyond its type; the key is shown in the option's help.
 BOUNDS: dict[str, Callable[[Any], bool]] = {
