@@ -313,3 +313,17 @@ def test_data_page_carries_the_template_notices():
 def test_built_site_loads_nothing_from_the_internet():
     assert check_offline.check_site(SITE) == {}
     assert (SITE / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+
+
+def test_the_timings_table_names_each_measurement_s_machine_once():
+    import timings
+
+    results = {"01_forward_model": {"quick": {"seconds": 18.0, "machine": "2 cores", "date": "2026-12-04"},
+                                    "demo": {"seconds": 275.0, "machine": "2 cores", "date": "2026-12-04"}},
+               "02_modl": {"quick": {"seconds": 45.0, "machine": "16 cores, GPU", "date": "2026-12-05"}}}
+    text = timings.table(results)
+    lines = text.splitlines()
+    assert lines[0] == "| chapter | quick tier | demo tier |"
+    assert lines[2] == "| 01_forward_model | 0.3 min [1] | 4.6 min [1] |"
+    assert lines[3] == "| 02_modl | 0.8 min [2] | not measured |"
+    assert "[1] 2 cores, 2026-12-04" in text and "[2] 16 cores, GPU, 2026-12-05" in text

@@ -1,0 +1,107 @@
+"""Measure how long each chapter takes to run, for the instructor notes (``book/teaching.md`` includes the table).
+
+Each chapter runs top to bottom on a fresh kernel (nbclient, as nbval and the book build run it) in the tier asked
+for, with the solutions of its exercises. The wall time, the machine (processor cores, torch threads, GPU) and the
+date are merged into ``book/timings.json``, and ``book/timings.md``, the table the teaching page shows, is written
+again from all the measurements in it. Nothing in the table is typed by hand.
+
+    python book/timings.py --tier quick                       # every chapter in the quick tier
+    python book/timings.py --tier demo --chapters 01_forward_model
+
+Run it on an otherwise idle machine: a second job on the same cores slows a chapter two to four times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+BOOK = Path(__file__).resolve().parent
+REPO = BOOK.parent
+NOTEBOOKS = REPO / "notebooks"
+RESULTS = BOOK / "timings.json"
+TABLE = BOOK / "timings.md"
+TIERS = ("quick", "demo", "paper")
+
+
+def machine() -> str:
+    """The machine a measurement ran on, in words: cores, torch's threads and the GPU, if any."""
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.get_num_threads()} threads{gpu}"
+
+
+def run_chapter(path: Path, tier: str, timeout: int) -> float:
+    """Seconds to execute the notebook at ``path`` in ``tier`` on a fresh kernel; raises if a cell fails."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    os.environ["MRTUTOR_MODE"] = tier  # the kernel inherits it
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def table(results: dict) -> str:
+    """The markdown table of ``results`` ({chapter: {tier: {"seconds", "machine", "date"}}}): one row per
+    chapter, one column per tier measured, each cell the minutes with a note naming its machine and date."""
+    tiers = [tier for tier in TIERS if any(tier in by_tier for by_tier in results.values())]
+    machines: list[str] = []
+    rows = ["| chapter | " + " | ".join(f"{tier} tier" for tier in tiers) + " |",
+            "|---|" + "---|" * len(tiers)]
+    for chapter in sorted(results):
+        cells = []
+        for tier in tiers:
+            entry = results[chapter].get(tier)
+            if entry is None:
+                cells.append("not measured")
+                continue
+            where = f"{entry['machine']}, {entry['date']}"
+            if where not in machines:
+                machines.append(where)
+            cells.append(f"{entry['seconds'] / 60:.1f} min [{machines.index(where) + 1}]")
+        rows.append(f"| {chapter} | " + " | ".join(cells) + " |")
+    notes = [f"[{i}] {where}" for i, where in enumerate(machines, start=1)]
+    return "\n".join(rows) + "\n\n" + "\n".join(f"{note}  " for note in notes).rstrip() + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step (a temporary file beside it, then a rename), so a killed run
+    never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tier", choices=TIERS, default="quick")
+    parser.add_argument("--chapters", nargs="*", default=None, help="notebook names without .ipynb (default: all)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    args = parser.parse_args(argv)
+    available = sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb"))
+    chapters = args.chapters or available
+    unknown = sorted(set(chapters) - set(available))
+    if unknown:
+        raise SystemExit(f"no such chapters {unknown}; the chapters are {available}")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    where, today = machine(), datetime.date.today().isoformat()
+    for chapter in chapters:
+        seconds = run_chapter(NOTEBOOKS / f"{chapter}.ipynb", args.tier, args.timeout)
+        print(f"{chapter}: {seconds:.0f} s in the {args.tier} tier", flush=True)
+        results.setdefault(chapter, {})[args.tier] = {"seconds": round(seconds, 1), "machine": where, "date": today}
+        write(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
+    write(TABLE, table(results))
+
+
+if __name__ == "__main__":
+    main()
