@@ -1,9 +1,11 @@
-"""Measure how long each chapter takes to run, for the instructor notes (``book/teaching.md`` includes the table).
+"""Measure how long each chapter takes to run, for the instructor notes (``book/teaching.md`` includes the tables).
 
 Each chapter runs top to bottom on a fresh kernel (nbclient, as nbval and the book build run it) in the tier asked
-for, with the solutions of its exercises. The wall time, the machine (processor cores, torch threads, GPU) and the
-date are merged into ``book/timings.json``, and ``book/timings.md``, the table the teaching page shows, is written
-again from all the measurements in it. Nothing in the table is typed by hand.
+for, with the solutions of its exercises. The wall time, the time of each exercise's solution and check cells, the
+machine (processor cores, torch threads, GPU) and the date are merged into ``book/timings.json``, and
+``book/timings.md``, the tables the teaching page shows, is written again from all the measurements in it: one row
+per chapter and tier, and one per exercise with the time its statement gives a student beside the time its solution
+takes to run. Nothing in the tables is typed by hand.
 
     python book/timings.py --tier quick                       # every chapter in the quick tier
     python book/timings.py --tier demo --chapters 01_forward_model
@@ -18,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -37,18 +40,53 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.get_num_threads()} threads{gpu}"
 
 
-def run_chapter(path: Path, tier: str, timeout: int) -> float:
-    """Seconds to execute the notebook at ``path`` in ``tier`` on a fresh kernel; raises if a cell fails."""
+EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n:label:\s*(?P<label>\S+).*?about (?P<minutes>\d+) minutes",
+                      re.S)
+
+
+def exercises(nb) -> dict[str, dict]:
+    """{label: {"title", "minutes"}} of a chapter's exercise statements (the course kit's markup)."""
+    found = {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for match in EXERCISE.finditer(cell.source):
+                found[match["label"]] = {"title": match["title"].strip(), "minutes": int(match["minutes"])}
+    return found
+
+
+def exercise_of(cell) -> str | None:
+    """The exercise a solution or check cell belongs to (its nbgrader grade_id without "-code"), or None."""
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    if cell.cell_type != "code" or not grade_id:
+        return None
+    return grade_id.removesuffix("-code")
+
+
+def run_chapter(path: Path, tier: str, timeout: int) -> tuple[float, dict[str, dict]]:
+    """Seconds to execute the notebook at ``path`` in ``tier`` on a fresh kernel (raises if a cell fails), and its
+    exercises with the seconds their solution and check cells took."""
     import nbclient
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    found = exercises(nb)
+    started: dict[int, float] = {}
+
+    def on_execute(cell, cell_index, **_):
+        started[cell_index] = time.perf_counter()
+
+    def on_executed(cell, cell_index, **_):
+        label = exercise_of(cell)
+        if label in found:
+            found[label]["solution_seconds"] = round(
+                found[label].get("solution_seconds", 0.0) + time.perf_counter() - started[cell_index], 2)
+
     os.environ["MRTUTOR_MODE"] = tier  # the kernel inherits it
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", on_cell_execute=on_execute,
+                                     on_cell_executed=on_executed, resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, found
 
 
 def table(results: dict) -> str:
@@ -71,7 +109,15 @@ def table(results: dict) -> str:
             cells.append(f"{entry['seconds'] / 60:.1f} min [{machines.index(where) + 1}]")
         rows.append(f"| {chapter} | " + " | ".join(cells) + " |")
     notes = [f"[{i}] {where}" for i, where in enumerate(machines, start=1)]
-    return "\n".join(rows) + "\n\n" + "\n".join(f"{note}  " for note in notes).rstrip() + "\n"
+    text = "\n".join(rows) + "\n\n" + "\n".join(f"{note}  " for note in notes).rstrip() + "\n"
+    timed = [(chapter, tier, label, exercise) for chapter in sorted(results) for tier in TIERS
+             for label, exercise in results[chapter].get(tier, {}).get("exercises", {}).items()]
+    if timed:
+        text += ("\n| exercise | title | time for a student | its solution runs in |\n|---|---|---|---|\n"
+                 + "".join(f"| {label} | {exercise['title']} | about {exercise['minutes']} min | "
+                           f"{exercise['solution_seconds']:.1f} s ({tier} tier) |\n"
+                           for chapter, tier, label, exercise in timed if "solution_seconds" in exercise))
+    return text
 
 
 def write(path: Path, text: str) -> None:
@@ -96,9 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     where, today = machine(), datetime.date.today().isoformat()
     for chapter in chapters:
-        seconds = run_chapter(NOTEBOOKS / f"{chapter}.ipynb", args.tier, args.timeout)
+        seconds, timed = run_chapter(NOTEBOOKS / f"{chapter}.ipynb", args.tier, args.timeout)
         print(f"{chapter}: {seconds:.0f} s in the {args.tier} tier", flush=True)
-        results.setdefault(chapter, {})[args.tier] = {"seconds": round(seconds, 1), "machine": where, "date": today}
+        results.setdefault(chapter, {})[args.tier] = {"seconds": round(seconds, 1), "machine": where, "date": today,
+                                                      "exercises": timed}
         write(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
     write(TABLE, table(results))
 

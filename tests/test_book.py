@@ -327,3 +327,17 @@ def test_the_timings_table_names_each_measurement_s_machine_once():
     assert lines[2] == "| 01_forward_model | 0.3 min [1] | 4.6 min [1] |"
     assert lines[3] == "| 02_modl | 0.8 min [2] | not measured |"
     assert "[1] 2 cores, 2026-12-04" in text and "[2] 16 cores, GPU, 2026-12-05" in text
+    results["01_forward_model"]["quick"]["exercises"] = {
+        "ch01-ex1": {"title": "Adjoint", "minutes": 15, "solution_seconds": 0.42}}
+    assert "| ch01-ex1 | Adjoint | about 15 min | 0.4 s (quick tier) |" in timings.table(results)
+
+
+def test_the_timings_script_finds_every_exercise_of_a_marked_up_chapter():
+    import nbformat
+    import timings
+
+    nb = nbformat.read(REPO / "notebooks" / "01_forward_model.ipynb", as_version=4)
+    found = timings.exercises(nb)
+    graded = {timings.exercise_of(cell) for cell in nb.cells} - {None}
+    assert len(found) >= 4 and set(found) == graded
+    assert all(exercise["minutes"] > 0 and exercise["title"] for exercise in found.values())
