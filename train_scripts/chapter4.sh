@@ -9,20 +9,9 @@
 #   THREADS=2 bash train_scripts/chapter4.sh            # on a CPU: pin the threads, and keep other work off them
 #
 # The demo tier's settings: 64 feature maps (the paper has 128), single coil, 5x radial-view-ordered masks.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export MRTUTOR_MODE=demo
-device=${DEVICE:+--device $DEVICE}
-threads=${THREADS:+--threads $THREADS}
-[ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
-python=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 mri="--features 64 --single-coil --mask radial_view_ordering --acceleration 5 --precision bf16 --quiet $device $threads"
 sr="--batch-size 16 --quiet $device $threads"
-
-train() {  # train NAME RECIPE OPTIONS...
-  [ -f "checkpoints/$1.pt" ] && return
-  "$python" -m mrtutor.train "$2" --name "$1" "${@:3}"
-}
 
 train npgd_t10_rb1 npgd --iterations 10 --blocks 1 --epochs 30 --residual $mri
 train resnet_rb10 npgd --iterations 1 --blocks 10 --epochs 30 --residual $mri

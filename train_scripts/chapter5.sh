@@ -17,19 +17,8 @@
 # from the t_L an untrained network answers. On one CPU thread beside another training an epoch of the inpainting
 # networks takes 5 to 6 minutes, so a network about two hours; the FISTA-b references of a training split take
 # about 6 (inpainting) to 12 minutes (Fourier) on one thread.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export MRTUTOR_MODE=demo
-device=${DEVICE:+--device $DEVICE}
-threads=${THREADS:+--threads $THREADS}
-[ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
-python=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 common="--iterations 10 --features 16 --batch-size 8 --epochs 20 --quiet $device $threads"
-
-train() {  # train NAME RECIPE OPTIONS...
-  [ -f "checkpoints/$1.pt" ] && return
-  "$python" -m mrtutor.train "$2" --name "$1" "${@:3}"
-}
 
 train sgp_step_inpainting sgp --kind step --lr 1e-2 --problem inpainting $common
 train sgp_step_fourier sgp --kind step --lr 1e-2 --problem fourier $common

@@ -14,20 +14,9 @@
 # batch size 1; the shared loop has Adam with a cosine decay instead (the module's docstring lists the departures).
 # On one CPU thread beside another training a step takes about 0.8 s in bf16 (1.4 s in fp32): about 1.2 minutes
 # an epoch, so about 40 minutes a network.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export MRTUTOR_MODE=demo
-device=${DEVICE:+--device $DEVICE}
-threads=${THREADS:+--threads $THREADS}
-[ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
-python=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 # lr 1e-3: fastMRI's rate for this U-Net, which Adam takes as well; the cosine ends at 5e-5 in place of its step decay.
 common="--channels 32 --pools 4 --dropout 0.0 --mask column_random --batch-size 4 --epochs 30 --lr 1e-3 --precision bf16 --quiet $device $threads"
-
-train() {  # train NAME RECIPE OPTIONS...
-  [ -f "checkpoints/$1.pt" ] && return
-  "$python" -m mrtutor.train "$2" --name "$1" "${@:3}"
-}
 
 train unet_4x unet --acceleration 4 $common
 train unet_8x unet --acceleration 8 $common
