@@ -87,14 +87,18 @@ def save(name: str, model: nn.Module, builder: str, builder_kwargs: dict, record
     return directory / f"{name}.pt"
 
 
+def read_record(directory: Path, name: str, what: str = "checkpoint") -> dict:
+    """The JSON record ``name`` in ``directory``; a missing one is named with the records that exist."""
+    path = Path(directory) / f"{name}.json"
+    if not path.exists():
+        available = sorted(p.stem for p in Path(directory).glob("*.json"))
+        raise FileNotFoundError(f"no {what} record {path}; available: {available}")
+    return json.loads(path.read_text())
+
+
 def record(name: str, directory: Path | None = None) -> dict:
     """The JSON record of checkpoint ``name``."""
-    directory = checkpoint_dir() if directory is None else Path(directory)
-    path = directory / f"{name}.json"
-    if not path.exists():
-        available = sorted(p.stem for p in directory.glob("*.json"))
-        raise FileNotFoundError(f"no checkpoint record {path}; available: {available}")
-    return json.loads(path.read_text())
+    return read_record(checkpoint_dir() if directory is None else Path(directory), name)
 
 
 def load(name: str, directory: Path | None = None, device: torch.device | str | None = None) -> nn.Module:

@@ -66,12 +66,7 @@ def fits_dir() -> Path:
 
 def record(name: str, directory: Path | None = None) -> dict:
     """The JSON record of the stored fits ``name``."""
-    directory = fits_dir() if directory is None else Path(directory)
-    path = directory / f"{name}.json"
-    if not path.exists():
-        available = sorted(p.stem for p in directory.glob("*.json"))
-        raise FileNotFoundError(f"no fits record {path}; available: {available}")
-    return json.loads(path.read_text())
+    return checkpoints.read_record(fits_dir() if directory is None else Path(directory), name, "fits")
 
 
 def load(name: str, directory: Path | None = None) -> dict[str, torch.Tensor]:

@@ -68,6 +68,19 @@ def assert_monotone(objective, rtol=1e-12):
     assert (rise <= rtol * objective[:-1].abs()).all(), f"largest rise {rise.max().item():.3e}"
 
 
+def adam_losses(model, loss, batch, steps, lr=1e-2):
+    """The losses of ``steps`` Adam steps on one batch: a network that learns lowers them."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimiser.zero_grad()
+        value = loss(model, batch)
+        value.backward()
+        optimiser.step()
+        losses.append(value.item())
+    return losses
+
+
 @pytest.fixture(scope="module")
 def inpainting():
     """50 % inpainting, lam = 0.05, and its optimum F* from 1200 FISTA-b iterations (Lee and Chun's ground truth)."""
@@ -425,14 +438,7 @@ def test_a_few_training_steps_lower_the_greedy_loss(quick_data, kind):
     torch.manual_seed(0)
     batch = quick_data[1]["train"].arrays
     model = LearnedSGP(kind, iterations=3, features=4)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        optimiser.zero_grad()
-        loss = sgp_loss(model, batch)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, sgp_loss, batch, 15)
     assert losses[-1] < 0.95 * losses[0], losses
     assert model.stats["log10_step"] > 0.1  # larger steps than 1/L fill the holes faster
 
@@ -522,14 +528,7 @@ def test_the_unet_baseline_recipe_learns_the_converged_image(quick_data, tmp_pat
     zero_filled = problem.op.adjoint(problem.y)
     expected = (zero_filled - problem.image(batch["reference"])).pow(2).mean()  # the untrained network: A^H y
     torch.testing.assert_close(unet_loss(model, batch), expected)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        optimiser.zero_grad()
-        loss = unet_loss(model, batch)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, unet_loss, batch, 15)
     assert losses[-1] < 0.7 * losses[0], losses
 
     main(["sgp_unet", "--name", "unet", "--tier", "quick", "--epochs", "1", "--features", "4", "--batch-size", "4",
@@ -564,14 +563,7 @@ def test_learned_sgp_on_chapter_1s_mri_problem_trains_and_stays_monotone(tmp_pat
     torch.manual_seed(0)
     model = mri_sgp("step", iterations=3, features=4)
     assert model.lam.item() == pytest.approx(sparse_recovery.MRI_LAM) and model.net.in_channels == 4
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(10):
-        optimiser.zero_grad()
-        loss = sgp_loss(model, batch)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = adam_losses(model, sgp_loss, batch, 10)
     assert losses[-1] < losses[0], losses
     assert all(isinstance(value, float) for value in model.stats.values())  # the record's monitor is JSON
     model.eval()
