@@ -96,6 +96,19 @@ def read_record(directory: Path, name: str, what: str = "checkpoint") -> dict:
     return json.loads(path.read_text())
 
 
+def verified_file(directory: Path, name: str, info: dict, key: str, command: str) -> bytes:
+    """The bytes of the file that record ``info`` names under ``key``, which must be ``<name>.pt`` beside the
+    record, after checking them against the record's sha256 (``command`` is what writes such files)."""
+    if info.get(key) != f"{name}.pt":
+        raise ValueError(f"record {name}.json names {key} {info.get(key)!r}; a record's file is {name}.pt beside it")
+    path = Path(directory) / info[key]
+    data = path.read_bytes()
+    if sha256(data) != info["sha256"]:
+        raise ValueError(f"{path}: sha256 {sha256(data)} does not match the record's {info['sha256']}; "
+                         f"the file is corrupt or was not produced by `{command}`")
+    return data
+
+
 def record(name: str, directory: Path | None = None) -> dict:
     """The JSON record of checkpoint ``name``."""
     return read_record(checkpoint_dir() if directory is None else Path(directory), name)
@@ -105,14 +118,7 @@ def load(name: str, directory: Path | None = None, device: torch.device | str | 
     """The trained model ``name`` in eval mode, after checking its sha256 against the record."""
     directory = checkpoint_dir() if directory is None else Path(directory)
     info = record(name, directory)
-    if info.get("weights_file") != f"{name}.pt":
-        raise ValueError(f"record {name}.json names weights_file {info.get('weights_file')!r}; "
-                         f"a record's weights are {name}.pt beside it")
-    weights = directory / info["weights_file"]
-    data = weights.read_bytes()
-    if sha256(data) != info["sha256"]:
-        raise ValueError(f"{weights}: sha256 {sha256(data)} does not match the record's {info['sha256']}; "
-                         "the file is corrupt or was not produced by `python -m mrtutor.train`")
+    data = verified_file(directory, name, info, "weights_file", "python -m mrtutor.train")
     model = build(info["builder"], info["builder_kwargs"], info.get("recipe"))
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     return model.to(device or "cpu").eval()

@@ -82,15 +82,7 @@ def load(name: str, directory: Path | None = None) -> dict[str, torch.Tensor]:
     * ``seconds`` (N,) float64: the wall time of each slice's fits.
     """
     directory = fits_dir() if directory is None else Path(directory)
-    info = record(name, directory)
-    if info.get("fits_file") != f"{name}.pt":
-        raise ValueError(f"record {name}.json names fits_file {info.get('fits_file')!r}; "
-                         f"a record's fits are {name}.pt beside it")
-    path = directory / info["fits_file"]
-    data = path.read_bytes()
-    if checkpoints.sha256(data) != info["sha256"]:
-        raise ValueError(f"{path}: sha256 {checkpoints.sha256(data)} does not match the record's {info['sha256']}; "
-                         "the file is corrupt or was not produced by `python -m mrtutor.fits`")
+    data = checkpoints.verified_file(directory, name, record(name, directory), "fits_file", "python -m mrtutor.fits")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
