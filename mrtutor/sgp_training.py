@@ -73,14 +73,16 @@ def greedy_loss(problem: L1Synthesis, net: nn.Module, reference: torch.Tensor, i
     iterates, gradients = [], []
     training = net.training
     net.eval()
-    with torch.no_grad():
-        for _ in range(iterations):
-            grad = problem.gradient(x)
-            iterates.append(x)
-            gradients.append(grad)
-            step = _network_step(net(x, grad), diagonal, x, low, high, t_lip) if use_net.any() else None
-            x, use_net, weight = sgp_iteration(problem, x, grad, step, t_lip, use_net, weight, drs)
-    net.train(training)
+    try:
+        with torch.no_grad():
+            for _ in range(iterations):
+                grad = problem.gradient(x)
+                iterates.append(x)
+                gradients.append(grad)
+                step = _network_step(net(x, grad), diagonal, x, low, high, t_lip) if use_net.any() else None
+                x, use_net, weight = sgp_iteration(problem, x, grad, step, t_lip, use_net, weight, drs)
+    finally:  # the caller's mode, even when a bad network raises
+        net.train(training)
     xs, grads = torch.cat(iterates), torch.cat(gradients)  # (K B, H, W), iteration-major
     d = net(xs, grads)
     d = d.reshape(xs.shape) if diagonal else d.reshape(-1, 1, 1)
