@@ -432,11 +432,13 @@ class DirectUNet(UNet):
     Its input channels are the real and imaginary parts of A^H y (Lee and Chun feed partial-Fourier
     images to their networks as real and imaginary channels, Sec. 6.3); its output is Re(A^H y) plus a
     1x1 convolution of the features, the input-to-output skip of FBPConvNet. The head starts at zero,
-    so an untrained network returns Re(A^H y).
+    so an untrained network returns Re(A^H y). ``skip=False`` leaves the skip out (the paper does not
+    say whether its U-Net has one): the output is the head alone.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), skip: bool = True):
         super().__init__(widths)
+        self.skip = skip
         self.head = nn.Conv2d(self.widths[0], 1, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -444,7 +446,8 @@ class DirectUNet(UNet):
     def forward(self, zero_filled: torch.Tensor) -> torch.Tensor:
         real = zero_filled.real if zero_filled.is_complex() else zero_filled
         imag = zero_filled.imag if zero_filled.is_complex() else torch.zeros_like(zero_filled)
-        return real + self.head(self.features(real, imag))[:, 0].to(real.dtype)
+        correction = self.head(self.features(real, imag))[:, 0].to(real.dtype)
+        return real + correction if self.skip else correction
 
 
 # --------------------------------------------------------------------------------------------- #

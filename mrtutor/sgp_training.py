@@ -147,17 +147,17 @@ class UNetBaseline(nn.Module):
     the zero-filled image A^H y of a batch's measurements to the image W^T x* of the converged solution
     (Lee and Chun, Sec. 6.1: "trained to yield ground truth converged images for (10) from input
     measurements"). Called as ``model(measurement, mask=None)`` like ``LearnedSGP``; the problem's
-    options mean what they mean there.
+    options mean what they mean there; ``no_skip`` builds the U-Net without its input-to-output skip.
     """
 
     def __init__(self, problem: str = "inpainting", fraction: float | None = None, noise: float = 0.0,
-                 lam: float | None = None, views: int = VIEWS, features: int = 16):
+                 lam: float | None = None, views: int = VIEWS, features: int = 16, no_skip: bool = False):
         super().__init__()
         if problem not in IMAGE_PROBLEMS:
             raise ValueError(f"problem must be one of {IMAGE_PROBLEMS} (the paper's), got {problem!r}")
         self.problem, self.noise, self.views = problem, noise, views
         self.fraction = default_fraction(problem) if fraction is None else fraction
-        self.net = DirectUNet((features, 2 * features, 4 * features))
+        self.net = DirectUNet((features, 2 * features, 4 * features), skip=not no_skip)
         lam = default_lam(problem) if lam is None else lam
         self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
 
@@ -251,4 +251,5 @@ register(Recipe("sgp_unet", UNetBaseline, "The non-iterative comparison of Lee a
                 "zero-filled image A^H y to the converged image W^T x* of l1-wavelet sparse recovery", (
     *IMAGE_OPTIONS,
     Option("features", int, "U-Net widths (f, 2f, 4f)", default=16, bound="> 0"),
+    Option("no_skip", bool, "leave out the input-to-output skip: the U-Net's output is its last layer alone"),
 ), loss=unet_loss, finish=sgp_finish, bf16=False, data=sparse_recovery_datasets, reconstruct=unet_reconstruct))

@@ -514,6 +514,20 @@ def test_the_direct_unet_starts_as_the_zero_filled_image_and_takes_complex_input
         net(torch.rand(1, 15, 16))
 
 
+def test_the_direct_unet_without_its_skip_returns_its_head_alone():
+    from mrtutor.sgp import DirectUNet
+
+    torch.manual_seed(0)
+    with_skip, plain = DirectUNet((4, 8)).eval(), DirectUNet((4, 8), skip=False).eval()
+    plain.load_state_dict(with_skip.state_dict())
+    image = torch.rand(2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(image), torch.zeros_like(image))  # zero head, nothing passed through
+        for net in (with_skip, plain):
+            net.head.bias.fill_(0.25)
+        torch.testing.assert_close(with_skip(image) - plain(image), image)
+
+
 def test_the_unet_baseline_recipe_learns_the_converged_image(quick_data, tmp_path):
     """``python -m mrtutor.train sgp_unet``: the loss is the squared error to W^T x*, a few steps lower it, and
     the checkpoint loads as a ``UNetBaseline`` that maps measurements to images."""
@@ -537,8 +551,12 @@ def test_the_unet_baseline_recipe_learns_the_converged_image(quick_data, tmp_pat
     assert record["sparse_recovery"]["problem"] == "inpainting" and record["sparse_recovery"]["lam"] > 0
     loaded = checkpoints.load("unet", directory=tmp_path / "ckpt")
     test = quick_data[1]["test"].arrays
-    assert isinstance(loaded, UNetBaseline)
+    assert isinstance(loaded, UNetBaseline) and loaded.net.skip
     assert loaded(test["measurement"], test["mask"]).shape == test["target"].shape
+
+    main(["sgp_unet", "--name", "plain", "--tier", "quick", "--epochs", "1", "--features", "4", "--batch-size", "4",
+          "--no-skip", "--quiet", "--run-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert not checkpoints.load("plain", directory=tmp_path / "ckpt").net.skip
 
 
 def test_complex_step_and_diag_networks_see_real_and_imaginary_parts():

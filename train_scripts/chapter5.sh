@@ -2,10 +2,12 @@
 # Every checkpoint of chapter 5 (learned stepsizes for scaled gradient projection, Lee and Chun), Step-learned
 # SGP for inpainting and partial Fourier (the paper's Tables 1-3), the non-iterative U-Nets they are compared
 # with, Step-learned SGP for chapter 1's multi-coil l1-wavelet MRI problem, for deblurring and for sparse-view CT
-# (144 views), then Diag-learned SGP for inpainting and partial Fourier. The paper's problems are trained at 50 %
-# (noiseless) with lam = 0.1 / 255 for images in [0, 1], the MRI problem at 6x with chapter 1's weight, all against
-# FISTA-b's converged solutions (computed once and cached under the data root on first use). Each is skipped when
-# its checkpoint exists, and an interrupted one resumes from runs/<name>/state.pt, so rerunning continues.
+# (144 views), then Diag-learned SGP for inpainting and partial Fourier. The U-Nets are trained twice, with and
+# without the input-to-output skip, the suspect in the paper's U-Net failing at sampling rates it was not trained
+# on. The paper's problems are trained at 50 % (noiseless) with lam = 0.1 / 255 for images in [0, 1], the MRI
+# problem at 6x with chapter 1's weight, all against FISTA-b's converged solutions (computed once and cached under
+# the data root on first use). Each is skipped when its checkpoint exists, and an interrupted one resumes from
+# runs/<name>/state.pt, so rerunning continues.
 #
 #   bash train_scripts/chapter5.sh                      # torch's default device and threads
 #   DEVICE=cuda bash train_scripts/chapter5.sh          # on a GPU
@@ -23,8 +25,10 @@ common="--iterations 10 --features 16 --batch-size 8 --quiet $device $threads"
 
 train sgp_step_inpainting sgp --kind step --lr 1e-2 --problem inpainting --epochs 20 $common
 train sgp_step_fourier sgp --kind step --lr 1e-2 --problem fourier --epochs 10 $common
-for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iterations
-  train "sgp_unet_$problem" sgp_unet --problem "$problem" --features 16 --batch-size 8 --epochs 30 --lr 1e-3 --quiet $device $threads
+for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iterations; then without their skip
+  unet="sgp_unet --problem $problem --features 16 --batch-size 8 --epochs 30 --lr 1e-3 --quiet $device $threads"
+  train "sgp_unet_$problem" $unet
+  train "sgp_unet_${problem}_plain" $unet --no-skip
 done
 train sgp_step_mri sgp_mri --kind step --lr 1e-2 --epochs 10 $common  # chapter 1's problem, beyond the paper
 train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring --epochs 10 $common
