@@ -54,6 +54,8 @@ book-offline: setup
 clean-book:
 	rm -rf book/_build book/notebooks
 
-# Speed of the SENSE normal operator against its floor and against sigpy.
+# Speed of the SENSE normal operator against its floor and against sigpy, then the book's reconstructions against
+# BART and sigpy at matched accuracy (BART is installed by apt-get when missing and possible).
 bench: setup
 	$(PY) benchmarks/sense_normal.py
+	$(PY) benchmarks/peers.py

@@ -1,0 +1,40 @@
+"""The peer benchmark's plumbing: BART's cfl files, and the mapping of each problem onto ``bart pics``."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("peers", REPO / "benchmarks" / "peers.py")
+peers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peers)
+
+
+def test_cfl_files_round_trip_in_column_major_order(tmp_path):
+    array = (np.arange(24) + 1j * np.arange(24)[::-1]).reshape(2, 3, 1, 4).astype(np.complex64)
+    peers.write_cfl(tmp_path / "a", array)
+    assert (tmp_path / "a.hdr").read_text().splitlines()[1].split()[:5] == ["2", "3", "1", "4", "1"]
+    np.testing.assert_array_equal(peers.read_cfl(tmp_path / "a"), array)
+    # column-major: the first index runs fastest in the file, as BART reads it
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.cfl", dtype=np.complex64)[:2], array[:2, 0, 0, 0])
+
+
+def test_the_benchmark_problem_is_the_book_operator_at_four_fold():
+    case = peers.problem(4, 32, 24)
+    assert case["kspace"].shape == (1, 4, 32, 24)
+    assert case["mask"].sum().item() == pytest.approx(32 * 24 / peers.ACCELERATION, rel=0.05)
+    columns = peers.problem(4, 32, 24, mask_kind="columns")["mask"]
+    assert (columns == columns[:1]).all()  # the same columns in every row: the 1-D path of Sense.normal
+
+
+@pytest.mark.skipif(shutil.which("bart") is None, reason="BART is not installed (apt-get install bart)")
+@pytest.mark.parametrize("method", ["cg_sense", "tv", "l1_wavelet"])
+def test_bart_pics_solves_the_same_problem_as_the_book(method, tmp_path):
+    case = peers.problem(4, 64, 48)
+    iterations = 100 if method == "cg_sense" else 1000
+    tool = peers.Bart(case, tmp_path, threads=1)
+    difference = peers.relative(tool.pics(*peers.Bart.options(method, iterations)), peers.ours(method, case, iterations))
+    assert difference <= peers.MATCH[method], difference
