@@ -12,6 +12,12 @@ ConvDecoder-SM, only under ``--maps``; ``--runs K`` averages K fits from the see
 K - 1, ``untrained.average_fits``). The mask seeds are those of chapters 4 and 5 (0, 10,000 and
 20,000 for the training, validation and test split, then the slice's index), so a chapter that
 draws the split with the same mask and acceleration sees the very measurements that were fitted.
+``--split ood`` fits the out-of-distribution images ``OOD_IMAGES`` instead (``data.ood_samples`` with
+the seed 30,000), through the same simulated acquisition.
+
+While fitting, the PSNR of the image against the slice's reference is recorded every ``iterations /
+PSNR_POINTS`` steps (``untrained.fit``'s ``monitor``): the curve that shows the network overfitting
+the measured k-space, which the loss alone does not show.
 
 ``<name>.pt`` holds tensors only (``load`` reads it with ``weights_only=True``); ``<name>.json`` is the
 record: the command, the settings, the dataset's sha256, the git commit, the wall time, the final
@@ -37,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from mrtutor import checkpoints, config, masks, untrained
+from mrtutor import checkpoints, config, masks, metrics, untrained
 from mrtutor.data import SPLITS
 from mrtutor.train import RUNS_DIR, _checked, describe_device, git_commit
 
@@ -45,6 +51,12 @@ FITS_DIR = Path(__file__).resolve().parent.parent / "fits"
 
 # Each split's mask seed, as in chapters 4 and 5: sample i's mask is seeded by (seed, epoch 0, i).
 MASK_SEEDS = {split: 10_000 * i for i, split in enumerate(SPLITS)}
+# The out-of-distribution images of ``--split ood`` (Fig. 7 of Darestani and Heckel), and their seed.
+OOD_IMAGES = ("dipy_t1", "camera")
+MASK_SEEDS["ood"] = 30_000
+
+# The PSNR against the reference is recorded this many times in a fit (and at its last step).
+PSNR_POINTS = 100
 
 # Loss histories longer than this are kept at this many evenly spaced iterations (first and last included).
 HISTORY_POINTS = 1000
@@ -79,6 +91,10 @@ def load(name: str, directory: Path | None = None) -> dict[str, torch.Tensor]:
     * ``index`` (N,) int64: the slices' indices in the demo dataset's split (its fixed order);
     * ``loss`` (N, R, P) float32: the training loss at the iterations ``loss_iteration`` (P,) int64;
     * ``best_iteration`` (N, R) int64: the iteration whose output each fit kept;
+    * ``psnr`` (N, R, Q) float64: each run's PSNR (dB) against the slice's reference, of the image it would
+      have given had it stopped after the iterations ``psnr_iteration`` (Q,) int64 (``psnr_every``);
+    * ``run_reconstruction`` (N, R, H, W), only when R > 1: each run's own image, whose mean is
+      ``reconstruction``;
     * ``seconds`` (N,) float64: the wall time of each slice's fits.
     """
     directory = fits_dir() if directory is None else Path(directory)
@@ -94,6 +110,28 @@ def sizes(args: argparse.Namespace) -> dict:
 def kept_iterations(iterations: int) -> torch.Tensor:
     """The (P,) iterations whose losses are stored: all of them, or ``HISTORY_POINTS`` evenly spaced."""
     return torch.linspace(0, iterations - 1, min(iterations, HISTORY_POINTS)).round().long()
+
+
+def psnr_every(iterations: int) -> int:
+    """Steps between two PSNR records of a fit of ``iterations`` steps (``PSNR_POINTS`` in a fit)."""
+    return max(1, iterations // PSNR_POINTS)
+
+
+def psnr_iterations(iterations: int) -> torch.Tensor:
+    """The iterations after which ``untrained.fit``'s monitor records the PSNR: every ``psnr_every``, and the last."""
+    every = psnr_every(iterations)
+    return torch.tensor(sorted(set(range(0, iterations, every)) | {iterations - 1}))
+
+
+def dataset_for(args: argparse.Namespace):
+    """The samples that ``args`` fits: the demo dataset's split, or the out-of-distribution images."""
+    from mrtutor import data
+
+    if args.split == "ood":
+        return data.ood_samples(OOD_IMAGES, tier=args.tier, mask_fn=args.mask, acceleration=args.acceleration,
+                                seed=MASK_SEEDS["ood"])
+    return data.demo_dataset(args.split, tier=args.tier, mask_fn=args.mask, acceleration=args.acceleration,
+                             mask_seed=MASK_SEEDS[args.split], progress=not args.quiet)
 
 
 def settings(args: argparse.Namespace, dataset_sha256: str) -> dict:
@@ -120,11 +158,19 @@ def load_state(path: Path, asked: dict, restart: bool) -> dict | None:
 def fit_slice(sample: dict, args: argparse.Namespace) -> dict:
     """Fit one sample of the dataset (``--runs`` fits averaged); returns its entry of the run's state."""
     maps = sample["maps"].to(args.device) if args.maps else None
-    image, infos = untrained.average_fits(sample["kspace"].to(args.device), sample["mask"].to(args.device), maps,
-                                          runs=args.runs, seed=args.seed, return_info=True, net=args.net,
-                                          iterations=args.iterations, lr=args.lr, **sizes(args))
+    target = sample["target"].to(args.device)
+    scores: list[float] = []  # every run's, one after the other
+
+    def record_psnr(iteration: int, image: torch.Tensor) -> None:
+        scores.append(metrics.psnr(image, target).item())
+
+    image, each, infos = untrained.average_fits(
+        sample["kspace"].to(args.device), sample["mask"].to(args.device), maps, runs=args.runs, seed=args.seed,
+        return_runs=True, return_info=True, net=args.net, iterations=args.iterations, lr=args.lr,
+        monitor=record_psnr, monitor_every=psnr_every(args.iterations), **sizes(args))
     kept = kept_iterations(args.iterations)
-    return {"reconstruction": image.cpu(), "slice_id": sample["slice_id"],
+    return {"reconstruction": image.cpu(), "run_reconstruction": each.cpu(), "slice_id": sample["slice_id"],
+            "psnr": torch.tensor(scores, dtype=torch.float64).reshape(args.runs, -1),
             "loss": torch.stack([info.loss[kept] for info in infos]),
             "best_iteration": torch.tensor([info.best_iteration for info in infos]),
             "final_loss": [info.loss[-1].item() for info in infos],
@@ -135,8 +181,7 @@ def run(args: argparse.Namespace) -> Path:
     """Fit the slices not fitted yet, then write ``<name>.pt`` and ``<name>.json``; returns the ``.pt`` path."""
     from mrtutor import data
 
-    dataset = data.demo_dataset(args.split, tier=args.tier, mask_fn=args.mask, acceleration=args.acceleration,
-                                mask_seed=MASK_SEEDS[args.split], progress=not args.quiet)
+    dataset = dataset_for(args)
     if args.slices > len(dataset):
         raise ValueError(f"--slices {args.slices} is more than the {len(dataset)} slices of the {args.tier} tier's "
                          f"{args.split} split")
@@ -160,7 +205,11 @@ def run(args: argparse.Namespace) -> Path:
                "loss": torch.stack([entry["loss"] for entry in done]),
                "loss_iteration": kept_iterations(args.iterations),
                "best_iteration": torch.stack([entry["best_iteration"] for entry in done]),
+               "psnr": torch.stack([entry["psnr"] for entry in done]),
+               "psnr_iteration": psnr_iterations(args.iterations),
                "seconds": torch.tensor([entry["seconds"] for entry in done], dtype=torch.float64)}
+    if args.runs > 1:
+        tensors["run_reconstruction"] = torch.stack([entry["run_reconstruction"] for entry in done])
     directory = fits_dir() if args.fits_dir is None else Path(args.fits_dir)
     written = checkpoints.atomic_torch_save(tensors, directory / f"{args.name}.pt")
     full = {"name": args.name, "command": "python -m mrtutor.fits " + shlex.join(args.argv), "config": asked,
@@ -200,7 +249,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     network.add_argument("--skip-channels", type=positive_int, default=None, help="(dip)")
     network.add_argument("--in-channels", type=positive_int, default=None, help="(dip)")
     parser.add_argument("--tier", choices=config.MODES, default=None, help="data tier (default: MRTUTOR_MODE)")
-    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser.add_argument("--split", choices=(*SPLITS, "ood"), default="test",
+                        help=f"a split of the demo dataset, or ood: the out-of-distribution images {OOD_IMAGES}")
     parser.add_argument("--mask", choices=sorted(masks.MASKS), default="column_random")
     parser.add_argument("--acceleration", type=positive_float, default=4.0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")

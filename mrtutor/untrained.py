@@ -318,7 +318,8 @@ class FitInfo:
 
 
 def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None, net: str = "convdecoder",
-        iterations: int = 20000, seed: int = 0, lr: float = 0.008, crop=None, return_info: bool = False, **sizes):
+        iterations: int = 20000, seed: int = 0, lr: float = 0.008, crop=None, return_info: bool = False,
+        monitor=None, monitor_every: int = 100, **sizes):
     """Reconstruct one scan by fitting an un-trained network to its measurements.
 
     Builds the network (``net``) with the seed ``seed``, scales the k-space by ``scale_factor``,
@@ -339,6 +340,11 @@ def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = No
         lr: Adam's constant step size (0.008 in the authors' code).
         crop: optional (h, w): return the centred h x w part of the image.
         return_info: also return a ``FitInfo``.
+        monitor: optional ``monitor(iteration, image)``, called after the Adam steps 0, ``monitor_every``,
+            2 ``monitor_every``, ... and after the last one, with the image the fit would return if it
+            stopped there and kept that step's output (data consistency, coil combination and crop
+            done): the way to watch the image, not the loss, while the network overfits.
+        monitor_every: steps between two calls of ``monitor``, >= 1.
         **sizes: the network's sizes (``layers``, ``channels``, ``in_size``; for the DIP
             ``skip_channels``, ``in_channels``); the network's defaults otherwise.
     Returns:
@@ -351,6 +357,9 @@ def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = No
     out_size = tuple(kspace.shape[-2:])
     _check_int(iterations, "iterations", 1)
     _check_int(seed, "seed", 0)
+    _check_int(monitor_every, "monitor_every", 1)
+    if monitor is not None and not callable(monitor):
+        raise ValueError(f"monitor must be callable as monitor(iteration, image), got {monitor!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if crop is not None and any(c > n for c, n in zip(_pair(crop, "crop"), out_size)):
@@ -366,6 +375,17 @@ def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = No
         return torch.complex(out[0::2], out[1::2])
 
     measured = kspace * mask
+
+    def finish(output: torch.Tensor) -> torch.Tensor:
+        """Step 2 and the coil combination: the image that the network's ``output`` stands for."""
+        coil_images = ifft2c(data_consistency(output if maps is None else output[0], scale * measured, mask,
+                                              maps)) / scale
+        image = rss(coil_images, dim=0) if maps is None else (maps.conj() * coil_images).sum(dim=0)
+        if crop is not None:
+            top, left = ((n - c) // 2 for n, c in zip(out_size, crop))
+            image = image[top:top + crop[0], left:left + crop[1]]
+        return image
+
     with torch.no_grad():
         scale = scale_factor(images(), measured)
     target = torch.view_as_real(scale * measured)
@@ -382,14 +402,13 @@ def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = No
         losses[i] = value = loss.item()
         if value < best / _IMPROVEMENT:
             best, kept, best_iteration = value, x.detach(), i
+        if monitor is not None and (i % monitor_every == 0 or i == iterations - 1):
+            with torch.no_grad():
+                monitor(i, finish(x.detach()))
     if kept is None:
         raise RuntimeError(f"the loss was never finite (first value {losses[0].item()}): try a smaller lr")
 
-    coil_images = ifft2c(data_consistency(kept if maps is None else kept[0], scale * measured, mask, maps)) / scale
-    image = rss(coil_images, dim=0) if maps is None else (maps.conj() * coil_images).sum(dim=0)
-    if crop is not None:
-        top, left = ((n - c) // 2 for n, c in zip(out_size, crop))
-        image = image[top:top + crop[0], left:left + crop[1]]
+    image = finish(kept)
     if not return_info:
         return image
     if kspace.device.type == "cuda":  # wait for the GPU, so that the time means something
@@ -398,15 +417,18 @@ def fit(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = No
 
 
 def average_fits(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None, runs: int = 2,
-                 seed: int = 0, return_info: bool = False, **options):
+                 seed: int = 0, return_info: bool = False, return_runs: bool = False, **options):
     """The mean of ``runs`` reconstructions by ``fit`` from independent initialisations (Sec. 6).
 
     Run r uses the seed ``seed + r``; ``options`` go to ``fit`` (``net``, ``iterations``, ``lr``,
-    ``crop``, sizes). Returns the mean image, and with ``return_info`` the list of the runs'
-    ``FitInfo``.
+    ``crop``, ``monitor``, sizes). Returns the mean image; with ``return_runs`` also the runs' own
+    images stacked (runs, ...), and with ``return_info`` the list of the runs' ``FitInfo``, in that
+    order.
     """
     _check_int(runs, "runs", 1)
     _check_int(seed, "seed", 0)
     fits = [fit(kspace, mask, maps, seed=seed + r, return_info=True, **options) for r in range(runs)]
-    image = torch.stack([image for image, _ in fits]).mean(dim=0)
-    return (image, [info for _, info in fits]) if return_info else image
+    each = torch.stack([image for image, _ in fits])
+    results = (each.mean(dim=0),) + ((each,) if return_runs else ()) + (([info for _, info in fits],) if return_info
+                                                                        else ())
+    return results if len(results) > 1 else results[0]

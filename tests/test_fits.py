@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mrtutor import data, fits, untrained
+from mrtutor import data, fits, metrics, untrained
 
 TINY = ["--tier", "quick", "--layers", "3", "--channels", "8", "--iterations", "5", "--device", "cpu", "--quiet"]
 
@@ -111,6 +111,34 @@ def test_coil_maps_several_runs_and_long_histories(dirs, fit_calls, monkeypatch)
     assert stored["reconstruction"].dtype == torch.complex64 and stored["reconstruction"].shape == (1, 48, 48)
     assert stored["loss_iteration"].tolist() == [0, 2, 4] and stored["loss"].shape == (1, 2, 3)
     assert stored["best_iteration"].shape == (1, 2) and len(fits.record("sm", directory)["final_loss"][0]) == 2
+    # Each run's image is kept beside their mean, and each run's PSNR curve.
+    assert stored["run_reconstruction"].shape == (1, 2, 48, 48)
+    torch.testing.assert_close(stored["run_reconstruction"].mean(dim=1), stored["reconstruction"])
+    assert stored["psnr_iteration"].tolist() == [0, 1, 2, 3, 4] and stored["psnr"].shape == (1, 2, 5)
+
+
+def test_the_psnr_curve_is_that_of_the_image_at_each_recorded_step(dirs, monkeypatch):
+    where, directory = dirs
+    monkeypatch.setattr(fits, "PSNR_POINTS", 2)
+    fits.main(["curve", "--slices", "1", *TINY, *where])
+    stored = fits.load("curve", directory)
+    assert stored["psnr_iteration"].tolist() == [0, 2, 4] and "run_reconstruction" not in stored
+    sample = data.demo_dataset("test", tier="quick", mask_fn="column_random", acceleration=4, mask_seed=20_000)[0]
+    seen = {}
+    untrained.fit(sample["kspace"], sample["mask"], iterations=5, layers=3, channels=8, monitor=seen.__setitem__,
+                  monitor_every=2)
+    expected = [metrics.psnr(seen[i], sample["target"]).item() for i in (0, 2, 4)]
+    torch.testing.assert_close(stored["psnr"][0, 0], torch.tensor(expected, dtype=torch.float64))
+
+
+def test_the_out_of_distribution_images_are_fitted_under_their_own_seed(dirs):
+    where, directory = dirs
+    fits.main(["ood", "--slices", "2", "--split", "ood", *TINY, *where])
+    record = fits.record("ood", directory)
+    assert record["slice_ids"] == list(fits.OOD_IMAGES) and record["config"]["mask_seed"] == 30_000
+    sample = data.ood_samples(fits.OOD_IMAGES, tier="quick", mask_fn="column_random", acceleration=4, seed=30_000)[1]
+    assert torch.equal(fits.load("ood", directory)["reconstruction"][1],
+                       untrained.fit(sample["kspace"], sample["mask"], iterations=5, layers=3, channels=8))
 
 
 def test_bad_arguments_and_changed_settings_are_refused(dirs, fit_calls, capsys):

@@ -155,6 +155,30 @@ def test_fits_are_seeded_and_average_fits_averages_them():
     assert dip.shape == (8, 6)
 
 
+def test_monitor_sees_the_image_the_fit_would_return_at_each_watched_step():
+    image, maps, mask = phantom(16)
+    kspace = fft2c(maps * image)
+    single = kspace[:1]  # one coil with a unit map: the image's own k-space is measured
+    seen = {}
+    out, info = fit(single, mask, torch.ones_like(single), iterations=7, return_info=True, monitor=seen.__setitem__,
+                    monitor_every=3, **SMALL)
+    assert sorted(seen) == [0, 3, 6]  # every third step and the last
+    sampled = mask.bool()
+    for watched in seen.values():  # data consistency is done before the monitor sees an image
+        torch.testing.assert_close(fft2c(watched)[sampled], single[0][sampled], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(seen[0], seen[6])
+    if info.best_iteration == 6:
+        torch.testing.assert_close(seen[6], out)
+    # a monitor changes nothing of the fit
+    torch.testing.assert_close(fit(single, mask, torch.ones_like(single), iterations=7, **SMALL), out)
+    mean, each = average_fits(kspace, mask, runs=2, iterations=3, return_runs=True, **SMALL)
+    assert each.shape == (2, 16, 16)
+    torch.testing.assert_close(mean, each.mean(dim=0))
+    for bad, message in ((dict(monitor_every=0), "monitor_every"), (dict(monitor="psnr"), "callable")):
+        with pytest.raises(ValueError, match=message):
+            fit(kspace, mask, iterations=1, **SMALL, **bad)
+
+
 def _bad_inputs():
     image, maps, mask = phantom(16)
     kspace = fft2c(maps * image)
