@@ -31,8 +31,8 @@ fits cd_sm_4x --net convdecoder --maps --acceleration 4 --slices 8 --layers 5 --
 fits dd_4x --net deepdecoder --acceleration 4 --slices 8 --layers 10 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000
 fits dip_4x --net dip --acceleration 4 --slices 8 --layers 10 --channels 32 --skip-channels 4 --lr 0.02 --iterations 2000
 fits cd_avg_4x --net convdecoder --acceleration 4 --slices 2 --runs 8 --seed 100 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000
-fits cd_w16_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000 --channels 16
-fits cd_w32_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000 --channels 32
-fits cd_w128_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000 --channels 128
+fits cd_w16_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 16 --in-size 8 8 --lr 0.02 --iterations 2000
+fits cd_w32_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 32 --in-size 8 8 --lr 0.02 --iterations 2000
+fits cd_w128_4x --net convdecoder --acceleration 4 --slices 3 --layers 5 --channels 128 --in-size 8 8 --lr 0.02 --iterations 2000
 fits cd_ood_4x --net convdecoder --split ood --acceleration 4 --slices 2 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000
-fits cd_long_4x --net convdecoder --acceleration 4 --slices 1 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 2000 --iterations 8000
+fits cd_long_4x --net convdecoder --acceleration 4 --slices 1 --layers 5 --channels 64 --in-size 8 8 --lr 0.02 --iterations 8000
