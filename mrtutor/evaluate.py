@@ -134,15 +134,23 @@ def peak_memory(run: Callable[[], object], device: torch.device | str = "cpu") -
         trace = Path(folder) / "trace.json"
         profiler.export_chrome_trace(str(trace))
         events = json.loads(trace.read_text())["traceEvents"]
-    # "Total Allocated" counts from zero when profiling starts
-    totals = [event["args"]["Total Allocated"] for event in events
-              if event.get("name") == "[memory]" and event["args"].get("Device Type") == 0]
-    return max([0, *totals])
+    memory = sorted((event for event in events
+                     if event.get("name") == "[memory]" and event["args"].get("Device Type") == 0),
+                    key=lambda event: event["ts"])
+    if not memory:
+        return 0
+    # "Total Allocated" also counts what tensors allocated under an earlier profiler, still alive, hold:
+    # the level before the first event is the start
+    start = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
+    return max([0, *(event["args"]["Total Allocated"] - start for event in memory)])
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+SCORES = ("psnr", "ssim", "nmse")
 
 
 @torch.no_grad()
@@ -152,6 +160,8 @@ def score(
     batch_size: int = 20,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    scores: tuple[str, ...] = SCORES,
+    keep_images: int = 0,
 ) -> dict[str, dict[str, torch.Tensor | float]]:
     """Run every method on every sample of ``dataset`` and score it against ``target``.
 
@@ -161,16 +171,25 @@ def score(
         batch_size: samples per call of a method.
         device: where the methods run.
         progress: show a progress bar over batches.
+        scores: names of ``mrtutor.metrics`` functions ``(x, ref) -> (B,)`` to compute (e.g. add ``"vif"``).
+        keep_images: also return the magnitudes of the first this many reconstructions.
     Returns:
-        name -> ``{"psnr": (N,), "ssim": (N,), "nmse": (N,), "seconds": float}``: per-sample scores on
-        magnitude images (``mrtutor.metrics`` defaults) and the method's total wall time.
+        name -> ``{"psnr": (N,), "ssim": (N,), "nmse": (N,), "seconds": float}`` (one entry per name in
+        ``scores``): per-sample scores on magnitude images (``mrtutor.metrics`` defaults) and the method's
+        total wall time; with ``keep_images``, ``"images"`` (keep_images, H, W) on the CPU too.
+    Raises:
+        ValueError when a method returns an image of another shape than ``target`` or one with NaN or
+        infinite values.
     """
     if not methods:
         raise ValueError("methods must name at least one method, got an empty mapping")
     if len(dataset) == 0:
         raise ValueError("dataset is empty: nothing to score")
+    unknown = [name for name in scores if not callable(getattr(metrics, name, None))]
+    if unknown:
+        raise ValueError(f"scores must name functions of mrtutor.metrics, got {unknown}")
     device = torch.device(device)
-    results = {name: {"psnr": [], "ssim": [], "nmse": [], "seconds": 0.0} for name in methods}
+    results = {name: {**{metric: [] for metric in scores}, "seconds": 0.0, "images": []} for name in methods}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if progress:
         from tqdm.auto import tqdm
@@ -185,13 +204,25 @@ def score(
             image = method(kspace, maps, mask)
             _sync(device)
             results[name]["seconds"] += time.perf_counter() - tic
+            if not isinstance(image, torch.Tensor):
+                raise ValueError(f"method {name!r} returned a {type(image).__name__}; expected a tensor of images")
             if image.shape != target.shape:
-                raise ValueError(f"method {name!r} returned shape {tuple(image.shape)}; expected {tuple(target.shape)}")
-            for metric in ("psnr", "ssim", "nmse"):
+                raise ValueError(f"method {name!r} returned shape {tuple(image.shape)}; expected {tuple(target.shape)}, "
+                                 "the target's (B, H, W)")
+            if not torch.isfinite(image).all():
+                raise ValueError(f"method {name!r} returned NaN or infinite values (in {int((~torch.isfinite(image)).sum())} "
+                                 f"of {image.numel()} pixels)")
+            for metric in scores:
                 results[name][metric].append(getattr(metrics, metric)(image, target).cpu())
+            kept = sum(len(images) for images in results[name]["images"])
+            if kept < keep_images:
+                results[name]["images"].append(image[:keep_images - kept].abs().float().cpu())
     for entry in results.values():
-        for metric in ("psnr", "ssim", "nmse"):
+        for metric in scores:
             entry[metric] = torch.cat(entry[metric])
+        images = entry.pop("images")
+        if keep_images:
+            entry["images"] = torch.cat(images)
     return results
 
 
@@ -225,14 +256,20 @@ def format_table(columns: Mapping[str, Mapping[str, Mapping]], metrics_shown=("p
     return "\n".join(lines)
 
 
-def baseline_methods(weights: Mapping[str, float], cg_iters: int = 30, tv_iters: int = 100) -> dict[str, Method]:
+def baseline_methods(weights: Mapping[str, float], cg_iters: int = 30, tv_iters: int = 100,
+                     wavelet_iters: int | None = None) -> dict[str, Method]:
     """The classical reference methods of the tables: zero-filled, CG-SENSE and TV, with the weights
-    ``weights["cg_sense"]`` and ``weights["tv"]`` (a tier's ``baseline_lambda``)."""
-    return {
+    ``weights["cg_sense"]`` and ``weights["tv"]`` (a tier's ``baseline_lambda``); with ``wavelet_iters``
+    also l1-wavelet with ``weights["l1_wavelet"]``."""
+    methods = {
         "zero-filled": lambda k, s, m: Sense(s, m).adjoint(k),
         "CG-SENSE": lambda k, s, m: recon.cg_sense(Sense(s, m), k, lam=weights["cg_sense"], max_iter=cg_iters),
         "TV": lambda k, s, m: recon.tv(Sense(s, m), k, lam=weights["tv"], n_iter=tv_iters),
     }
+    if wavelet_iters is not None:
+        methods["l1-wavelet"] = lambda k, s, m: recon.l1_wavelet(Sense(s, m), k, lam=weights["l1_wavelet"],
+                                                                 n_iter=wavelet_iters)
+    return methods
 
 
 def paper_table(modl_data: str, names: list[str], accelerations=(6.0, 10.0), slices: int | None = None,

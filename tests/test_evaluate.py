@@ -49,6 +49,18 @@ def test_bad_input_is_named():
         evaluate.score({"m": lambda k, s, m: k[:, 0]}, [])
     with pytest.raises(ValueError, match="method 'm' returned shape"):
         evaluate.score({"m": lambda k, s, m: k}, samples(1))
+    with pytest.raises(ValueError, match="method 'm' returned NaN or infinite values"):
+        evaluate.score({"m": lambda k, s, m: k[:, 0] / 0}, samples(1))
+    with pytest.raises(ValueError, match="scores must name functions of mrtutor.metrics"):
+        evaluate.score({"m": lambda k, s, m: k[:, 0]}, samples(1), scores=("psnr", "sharpness"))
+
+
+def test_score_computes_the_scores_asked_for_and_keeps_the_first_images():
+    data = samples(3)
+    results = evaluate.score({"m": lambda k, s, m: 2 * k[:, 0]}, data, batch_size=2, scores=("psnr", "snr"),
+                             keep_images=3)["m"]
+    assert set(results) == {"psnr", "snr", "seconds", "images"} and results["snr"].shape == (3,)
+    torch.testing.assert_close(results["images"], torch.stack([2 * d["kspace"][0] for d in data]).abs())
 
 
 def test_saved_for_backward_counts_the_live_graph_only():
@@ -77,6 +89,12 @@ def test_peak_memory_sees_a_temporary_that_is_freed_before_it_returns():
     # a few KiB more: the scalars of the sum and whatever else torch allocates on the way (16 KiB seen)
     assert 0 <= peak_memory(run) - 128 * 2**20 < 256 * 2**10
     assert peak_memory(lambda: None) == 0
+
+
+def test_peak_memory_does_not_count_tensors_left_by_an_earlier_measurement():
+    kept = []
+    peak_memory(lambda: kept.append(torch.ones(2**20)))  # 4 MiB allocated under the profiler, still alive
+    assert 0 <= peak_memory(lambda: torch.ones(2**18).sum()) - 2**20 < 64 * 2**10
 
 
 def test_peak_memory_rejects_a_device_it_cannot_measure():
