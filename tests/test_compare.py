@@ -9,9 +9,10 @@ import textwrap
 import pytest
 import torch
 
-from mrtutor import compare, masks
+from mrtutor import checkpoints, compare, masks
 from mrtutor.data.numerics import _seed
 from mrtutor.sense import Sense
+from mrtutor.sgp_training import mri_sgp
 
 QUICK = {"tier": "quick", "device": "cpu", "progress": False}
 
@@ -144,6 +145,8 @@ def test_bad_methods_get_clear_errors(tmp_path, plugin_module):
         compare.run(tmp_path / "nan", plugins={"nan": compare.load_plugin(f"{plugin_module}:nan")}, **options)
     with pytest.raises(ValueError, match="settings must be"):
         compare.run(tmp_path, settings=["vd5"], **QUICK)
+    with pytest.raises(SystemExit, match="error: --method 'toy_methods.toy': expected package.module:function"):
+        compare.main(["--tier", "quick", "--method", "toy_methods.toy", "--output", str(tmp_path)])
 
 
 def test_a_rerun_skips_the_finished_cells(tmp_path, monkeypatch):
@@ -158,7 +161,7 @@ def test_a_rerun_skips_the_finished_cells(tmp_path, monkeypatch):
     options = dict(slices=1, only=["zero-filled", "CG-SENSE"], plugins={"counted": counted}, ood_images=[], **QUICK)
     first = compare.run(tmp_path, settings=["vd4"], **options)
     assert len(calls) == 2 and len(tunings) == 1  # peak memory, one slice; tuned once for the two classical methods
-    assert first["cells"]["CG-SENSE"]["vd4"]["weights"]["cg_sense"] == first["tuning"]["vd4"]["cg_sense"]["lam"]
+    assert first["cells"]["CG-SENSE"]["vd4"]["weight"] == first["tuning"]["vd4"]["cg_sense"]["lam"]
     again = compare.run(tmp_path, settings=["vd4"], **options)
     assert len(calls) == 2 and len(tunings) == 1  # nothing recomputed, the tuning reused
     assert again["cells"]["CG-SENSE"]["vd4"]["psnr"] == first["cells"]["CG-SENSE"]["vd4"]["psnr"]
@@ -186,3 +189,17 @@ def test_off_setting_names_every_difference():
     assert compare.off_setting(compare.trained_setting(modl), compare.SETTINGS["vd10"], "demo") == []
     sgp = {"config": {"tier": "demo"}, "sparse_recovery": {"problem": "mri", "fraction": 1 / 6}}
     assert compare.off_setting(compare.trained_setting(sgp), compare.SETTINGS["vd6"], "demo") == []
+
+
+def test_learned_sgp_enters_through_its_own_argument_order(tmp_path):
+    """``sgp_step_mri`` does not exist yet: a small stand-in with its recipe and record shows the harness calls
+    LearnedSGP as model(kspace, mask, maps) and reads its training setting from the record."""
+    options = {"kind": "step", "iterations": 2, "features": 4}
+    checkpoints.save("sgp_step_mri", mri_sgp(**options), "mrtutor.sgp_training.mri_sgp", options,
+                     {"recipe": "sgp_mri", "config": {"tier": "quick"}, "training_seconds": 1.0, "device": "cpu",
+                      "sparse_recovery": {"problem": "mri", "fraction": 1 / 6}}, directory=tmp_path)
+    results = compare.run(tmp_path / "out", settings=["vd6", "vd10"], slices=1, only=["learned SGP"],
+                          tuning="stored", ood_images=[], checkpoint_dir=tmp_path, **QUICK)
+    assert results["cells"]["learned SGP"]["vd6"]["off_setting"] == []
+    assert results["cells"]["learned SGP"]["vd10"]["off_setting"] == ["trained at 6x"]
+    assert results["methods"]["learned SGP"]["parameters"] > 0
