@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mrtutor-installed
 
-.PHONY: setup test book student screenshots book-offline bench clean-book
+.PHONY: setup test lab book student screenshots book-offline bench clean-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ CHAPTERS := $(wildcard notebooks/*.ipynb)
 test: setup
 	MRTUTOR_MODE=quick $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=180 tests $(CHAPTERS)
+
+# JupyterLab on the chapters with their widgets live (ipywidgets 8 brings its JupyterLab extension), in the tier
+# MRTUTOR_MODE names, quick unless set (the classroom tier). tests/test_lab.py drives this page in headless Chromium.
+# JupyterLab refuses to run as root without --allow-root; containers often run as root.
+lab: setup
+	MRTUTOR_MODE=$${MRTUTOR_MODE:-quick} $(PY) -m jupyterlab --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The website in book/_build/html: vendors MathJax, RequireJS and the widget manager the first time
 # (npm), builds the demo data if missing, executes every chapter in MRTUTOR_MODE (default demo)
