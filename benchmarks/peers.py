@@ -49,6 +49,7 @@ import torch
 from mrtutor import masks, recon
 from mrtutor.data.acquisition import birdcage_coil_maps
 from mrtutor.sense import Sense
+from sense_normal import interleaved_seconds  # the same interleaved rounds as the normal-operator benchmark
 
 # (coils, height, width, CG-SENSE iterations): the demo tier's size and fastMRI's knee size.
 SIZES = {"demo": (8, 128, 128), "knee": (12, 320, 368)}
@@ -160,19 +161,6 @@ def iterations_to_accuracy(solve, converged: np.ndarray) -> tuple[int, float]:
     return LADDER[-1], distance
 
 
-def interleaved(candidates: dict, rounds: int) -> dict[str, list[float]]:
-    """Per-round wall times of each candidate, called in turn within every round, after one warm-up round."""
-    for run in candidates.values():
-        run()
-    times = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def report(title: str, times: dict[str, list[float]], notes: dict[str, str], reference: str) -> None:
     print(f"\n{title}")
     for name, values in times.items():
@@ -211,7 +199,7 @@ def compare_cg_sense(size: str, rounds: int, bart: bool, threads: int) -> None:
 
         candidates["one FFT floor x 100"] = fft_floor
         notes["one FFT floor x 100"] = "bare fft2 + ifft2 over the coils, once per CG iteration"
-        times = interleaved(candidates, rounds)
+        times = interleaved_seconds(candidates, rounds, warmup=1)
     c, h, w = SIZES[size]
     report(f"CG-SENSE, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM['cg_sense']}, {CG_ITERATIONS} iterations "
            f"({size} size)", times, notes, "recon.cg_sense")
@@ -236,7 +224,7 @@ def compare_regularised(method: str, size: str, rounds: int, bart: bool, threads
             candidates[name] = lambda: tool.pics(*Bart.options(method, bart_count))
             notes[name] = (f"{bart_count} iterations, {bart_distance:.1e} from its converged image, which is "
                            f"{match:.1e} from ours")
-        times = interleaved(candidates, rounds)
+        times = interleaved_seconds(candidates, rounds, warmup=1)
     c, h, w = SIZES[size]
     report(f"{method}, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM[method]}, each to {ACCURACY:.0e} of its "
            f"converged image ({size} size)", times, notes, label)

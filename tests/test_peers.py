@@ -2,12 +2,14 @@
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))  # peers.py shares sense_normal.py's timing loop, as a script would
 spec = importlib.util.spec_from_file_location("peers", REPO / "benchmarks" / "peers.py")
 peers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peers)
