@@ -30,6 +30,10 @@ for problem in inpainting fourier; do  # the U-Nets: one pass per image, no iter
   train "sgp_unet_$problem" $unet
   train "sgp_unet_${problem}_plain" $unet --no-skip
 done
+for problem in inpainting fourier; do  # the next suspect, width: 64-128-256 features (1.86 M weights, not 0.12 M)
+  train "sgp_unet_${problem}_f64" sgp_unet --problem $problem --features 64 --batch-size 8 --epochs 30 --lr 1e-3 \
+    --quiet $device $threads
+done
 train sgp_step_mri sgp_mri --kind step --lr 1e-2 --epochs 10 $common  # chapter 1's problem, beyond the paper
 train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring --epochs 10 $common
 train sgp_step_ct sgp --kind step --lr 1e-2 --problem ct --views 144 --epochs 10 $common
