@@ -142,8 +142,8 @@ CHECKPOINTS = {
     "neural PGD": ("npgd_t10_rb1", "chapter 4: T = 10, one residual block; trained single-coil, here through its "
                                    "multi-coil Sense gradient step"),
     "learned SGP": ("sgp_step_mri", "chapter 5: Step-learned SGP on chapter 1's l1-wavelet problem, 10 iterations"),
-    "U-Net 4x": ("unet_4x", "chapter 6: fastMRI's U-Net, trained at column 4x"),
-    "U-Net 8x": ("unet_8x", "chapter 6: fastMRI's U-Net, trained at column 8x"),
+    "U-Net 4x": ("unet_4x", "chapter 6: fastMRI's U-Net at half width (16 channels), trained at column 4x"),
+    "U-Net 8x": ("unet_8x", "chapter 6: fastMRI's U-Net at half width (16 channels), trained at column 8x"),
 }
 
 
