@@ -334,6 +334,7 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
     history: list[dict] = []
     start_epoch, seconds = 0, 0.0
     commits = [git_commit()]  # the code of every session that trained this run
+    datasets, devices = [data_hash], [describe_device(device, world)]  # and the data and device of each
     state = load_state(state_path, rank, args.restart)
     if state is not None:
         resume(state, args, builder_kwargs, state_path)
@@ -346,6 +347,13 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
         torch.set_rng_state(state["rng"])
         start_epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
         commits = list(dict.fromkeys(state["commits"] + commits))
+        earlier = state.get("datasets", [])
+        if earlier and data_hash not in earlier and rank == 0:
+            print(f"warning: {args.name} resumes on data of sha256 {data_hash[:12]}, its earlier epochs saw "
+                  f"{', '.join(h[:12] for h in earlier)} (other data, or the demo data built by other numpy/scipy "
+                  "versions); the record lists both")
+        datasets = list(dict.fromkeys(earlier + datasets))
+        devices = list(dict.fromkeys(state.get("devices", []) + devices))
         if rank == 0:
             print(f"resuming {args.name} at epoch {start_epoch} of {args.epochs}")
     elif args.init:
@@ -406,7 +414,8 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
             checkpoints.atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                                            "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                                            "epoch": epoch + 1, "history": history, "seconds": seconds,
-                                           "args": vars(args), "builder_kwargs": builder_kwargs, "commits": commits},
+                                           "args": vars(args), "builder_kwargs": builder_kwargs, "commits": commits,
+                                           "datasets": datasets, "devices": devices},
                                           state_path)
     if rank > 0:
         return Path(args.checkpoint_dir or checkpoints.checkpoint_dir()) / f"{args.name}.pt"
@@ -424,10 +433,12 @@ def _train(args: argparse.Namespace, recipe: Recipe, rank: int, world: int, devi
         "recipe": args.recipe,
         "config": {k: v for k, v in vars(args).items() if k not in ("argv", "quiet")},
         "dataset_sha256": data_hash,
+        "dataset_sha256s": datasets,  # more than one when a resumed run saw other data than its first epochs
         "git_commit": commits[-1],
         "git_commits": commits,
         "training_seconds": round(seconds, 1),
         "device": describe_device(device, world),
+        "devices": devices,
         "processes": world,
         "host": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
         "final_metrics": final_metrics,

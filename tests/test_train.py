@@ -46,6 +46,24 @@ def test_train_resume_checkpoint_and_record(dirs, capsys):
     assert json.loads((tmp_path / "ckpt" / "tiny.json").read_text()) == rec
 
 
+def test_a_run_resumed_on_other_data_says_so_and_its_record_lists_both(dirs, capsys, monkeypatch):
+    where, tmp_path = dirs
+    main(["modl", "--name", "moved", "--epochs", "1", *TINY, *where])
+    first = json.loads((tmp_path / "ckpt" / "moved.json").read_text())
+    assert first["dataset_sha256s"] == [first["dataset_sha256"]] and first["devices"] == [first["device"]]
+    real = train_module.make_datasets
+
+    def rebuilt_elsewhere(args):  # the same slices, hashed as if built by other library versions
+        train_set, val_set, _ = real(args)
+        return train_set, val_set, "f" * 64
+
+    monkeypatch.setattr(train_module, "make_datasets", rebuilt_elsewhere)
+    main(["modl", "--name", "moved", "--epochs", "2", *TINY, *where])
+    assert "resumes on data of sha256 ffffffffffff" in capsys.readouterr().out
+    record = json.loads((tmp_path / "ckpt" / "moved.json").read_text())
+    assert record["dataset_sha256s"] == [first["dataset_sha256"], "f" * 64] and record["dataset_sha256"] == "f" * 64
+
+
 def test_an_interrupted_run_resumed_with_more_epochs_stretches_its_schedule(dirs, monkeypatch):
     where, tmp_path = dirs
     real_validate, calls = train_module.validate, []

@@ -42,7 +42,10 @@ is the strictly unseen test). Near-empty slices are dropped. The data are writte
 multi-coil h5 layout (``kspace`` (slices, coils, H, W), ``reconstruction_rss``, ``ismrmrd_header``,
 attrs ``max``, ``norm``, ``acquisition``, ``patient_id``) plus ``target``, ``maps``, ``scale``,
 ``slice_position_mm`` and ``slice_index``, one file per split, brain and orientation, cached in
-``data_root()`` (``MRTUTOR_DATA``, default ``~/.cache/mrtutor``). Same seed, same bytes.
+``data_root()`` (``MRTUTOR_DATA``, default ``~/.cache/mrtutor``). Same seed and library versions, same bytes;
+other numpy/scipy versions round differently (numpy 2.5.2 and scipy 1.18.1 built arrays of another sha256 than
+numpy 2.4.6 and scipy 1.17.1; two networks trained on the first scored the same validation PSNR on the second
+to 1e-4 dB), so a manifest's sha256 names a build, not the only right one.
 """
 
 from __future__ import annotations
