@@ -169,6 +169,7 @@ def test_toc_keeps_only_existing_chapters_and_drops_empty_parts():
     assert [entry["file"] for part in none["parts"] for entry in part["chapters"]] == [
         "running",
         "teaching",
+        "reproduction",
         "data",
         "bibliography",
     ]
