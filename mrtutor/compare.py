@@ -413,16 +413,17 @@ def summarise(results: dict) -> dict:
                 if not classical:
                     continue
                 best = max(classical, key=lambda name: entries[name][metric]["mean"])
-                reference = _scores_by_slice(results["cells"][best][key], split, metric)
+                reference = scores_by_slice(results["cells"][best][key], split, metric)
                 for name, entry in entries.items():
-                    mine = _scores_by_slice(results["cells"][name][key], split, metric)
+                    mine = scores_by_slice(results["cells"][name][key], split, metric)
                     common = [slice_id for slice_id in mine if slice_id in reference]
                     entry.setdefault("vs_best_classical", {})[metric] = {
                         "baseline": best, **paired_difference([mine[s] for s in common], [reference[s] for s in common])}
     return summary
 
 
-def _scores_by_slice(cell: dict, split: str, metric: str) -> dict[str, float]:
+def scores_by_slice(cell: dict, split: str, metric: str) -> dict[str, float]:
+    """slice id -> ``metric`` of one result cell (a method at a setting), for the slices of ``split``."""
     return {slice_id: value for slice_id, s, value in zip(cell["slice_ids"], cell["split"], cell[metric]) if s == split}
 
 

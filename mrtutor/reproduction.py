@@ -111,8 +111,7 @@ def report(claims: list[Claim], chapter: str) -> dict[str, int]:
     from IPython.display import Markdown, display
     from myst_nb import glue
 
-    _check(claims)
-    _check_chapter(chapter)
-    display(Markdown(table(claims)))
-    glue(GLUE_NAME, _HTML(html_table(claims, chapter), table(claims)), display=False)
+    text = table(claims)
+    display(Markdown(text))
+    glue(GLUE_NAME, _HTML(html_table(claims, chapter), text), display=False)
     return {verdict: sum(c.verdict == verdict for c in claims) for verdict in VERDICTS}
