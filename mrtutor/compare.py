@@ -48,7 +48,8 @@ Measured cost of the demo tier on one CPU thread (2-core machine, beside two tra
 0.05 s, TV 0.46 s, l1-wavelet 0.50 s, MoDL 0.73 s, CG-ET-NS 0.77 s, MOL-LR 0.95 s, neural PGD 0.41 s, a ConvDecoder
 fit 42 s; tuning 65 s per setting. The full protocol (60 test slices and 2 OOD images at 5 settings, the
 ConvDecoder on 2 + 2 of them) is about 41 minutes: 20 for the trained and classical methods, 14 for the
-ConvDecoder, 5.5 for tuning, 1 for the rest.
+ConvDecoder, 5.5 for tuning, 1 for the rest. The run that wrote the book's ``comparison/`` took 29 minutes on one
+thread of that machine, with the second core busy.
 """
 
 from __future__ import annotations
