@@ -171,6 +171,19 @@ def test_a_rerun_skips_the_finished_cells(tmp_path, monkeypatch):
         compare.run(tmp_path, settings=["vd4"], **{**options, "slices": 2})
 
 
+def test_a_fresh_run_reproduces_every_score(tmp_path):
+    # Two runs from scratch, one folder each: the same scores to 1e-4 dB (PSNR) and 1e-6 (SSIM, VIF); only timings differ.
+    options = dict(settings=["vd6"], slices=2, only=["zero-filled", "CG-SENSE", "TV", "MoDL", "ConvDecoder"],
+                   ood_images=["camera"], **QUICK)
+    first = compare.run(tmp_path / "first", **options)
+    second = compare.run(tmp_path / "second", **options)
+    for name in options["only"]:
+        a, b = first["cells"][name]["vd6"], second["cells"][name]["vd6"]
+        assert a["slice_ids"] == b["slice_ids"] and len(a["psnr"]) == len(a["slice_ids"]) >= 2, name
+        for metric, tolerance in (("psnr", 1e-4), ("ssim", 1e-6), ("vif", 1e-6)):
+            assert max(abs(x - y) for x, y in zip(a[metric], b[metric])) <= tolerance, (name, metric)
+
+
 def test_missing_checkpoints_are_skipped_with_a_note(tmp_path, capsys):
     specs, skipped = compare.registry("quick", checkpoint_dir=tmp_path)
     assert set(skipped) == set(compare.CHECKPOINTS)
