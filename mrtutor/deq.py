@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from mrtutor.cg import check_batched, check_bound
+from mrtutor.cg import check_batched, check_bound, sample_norms
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -88,8 +88,8 @@ def _unflat(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _relative_residual(fx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """||f(x) - x|| / ||f(x)|| per sample; 0 when both are 0."""
-    diff = torch.linalg.vector_norm((fx - x).reshape(x.shape[0], -1), dim=1)
-    norm = torch.linalg.vector_norm(fx.reshape(x.shape[0], -1), dim=1)
+    diff = sample_norms(fx - x)
+    norm = sample_norms(fx)
     return diff / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 

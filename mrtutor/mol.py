@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrtutor.cg import check_bound, solve_normal
+from mrtutor.cg import check_bound, sample_norms, solve_normal
 from mrtutor.deq import DeepEquilibrium, DEQConvergenceWarning, FixedPointInfo
 from mrtutor.fft import channels_to_complex, complex_to_channels
 from mrtutor.modl import MoDL, register_log_lam
@@ -324,10 +324,6 @@ class MOLNet(nn.Module):
 # Local Lipschitz regularisation (eqs. 7-8)
 # ---------------------------------------------------------------------------------------------
 
-def _norms(v: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1)
-
-
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -365,23 +361,23 @@ def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     x = x.detach()
-    x_norm = _norms(x)
+    x_norm = sample_norms(x)
     radius = _per_sample(eps * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm)), x)
     e = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    e = e * radius / _per_sample(_norms(e), x)
+    e = e * radius / _per_sample(sample_norms(e), x)
     with torch.no_grad():
         hx = net(x)
     tiny = torch.finfo(x_norm.dtype).tiny
     with torch.enable_grad():
         for _ in range(n_steps):
             e = e.detach().requires_grad_()
-            ratio = _norms(net(x + e) - hx) ** 2 / _norms(e) ** 2
+            ratio = sample_norms(net(x + e) - hx) ** 2 / sample_norms(e) ** 2
             (grad,) = torch.autograd.grad(ratio.sum(), e)
-            step = step_size * _norms(e).detach() ** 2 / (2 * ratio.detach().clamp_min(tiny))
+            step = step_size * sample_norms(e).detach() ** 2 / (2 * ratio.detach().clamp_min(tiny))
             e = e.detach() + _per_sample(step, x) * grad
-            e = e * radius / _per_sample(_norms(e).clamp_min(tiny), x)
+            e = e * radius / _per_sample(sample_norms(e).clamp_min(tiny), x)
     e = e.detach()
-    return _norms(net(x + e) - net(x)) / _norms(e)
+    return sample_norms(net(x + e) - net(x)) / sample_norms(e)
 
 
 def lipschitz_penalty(lip: torch.Tensor, weight: float = 1.0, target: float | None = None) -> torch.Tensor:

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from mrtutor.cg import sample_norms
 from mrtutor.data.natural import superresolution_datasets
 from mrtutor.fft import channels_to_complex, complex_to_channels
 from mrtutor.operators import AveragePooling
@@ -318,10 +319,6 @@ def masks_frozen_at(proximal: nn.Module, x: torch.Tensor):
             gate.record, gate.frozen, gate.mask = False, False, None
 
 
-def _norms(v: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1)
-
-
 @torch.no_grad()
 def contraction(model: NeuralPGD, op, target: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
     """eta_1^t, eta_2^t (eqs. 11-12) and the NRMSE ||x_t - x*|| / ||x*|| along ``steps`` iterates.
@@ -342,22 +339,22 @@ def contraction(model: NeuralPGD, op, target: torch.Tensor, steps: int) -> dict[
     if model.consistency != "gradient":
         raise ValueError("the contraction analysis of Sec. 4 is for the gradient step (consistency='gradient')")
     aty = op.normal(target)  # A^H y for y = A x*
-    x_star_norm = _norms(target)
+    x_star_norm = sample_norms(target)
     eta1, eta2, nrmse = [], [], []
     x = torch.zeros_like(target)
     with masks_frozen_at(model.proximal, target) as m_star:
         at_star = m_star(target)
         for _ in range(steps):
-            size = _norms(x - target)
+            size = sample_norms(x - target)
             s = model.gradient_step(x, op, aty)
             masked = m_star(s)
             x_next = model.proximal(s)
-            eta1.append(_norms(masked - at_star) / size)  # the biases cancel: the linear part of M*
-            eta2.append(_norms(x_next - masked) / size)
+            eta1.append(sample_norms(masked - at_star) / size)  # the biases cancel: the linear part of M*
+            eta2.append(sample_norms(x_next - masked) / size)
             nrmse.append(size / x_star_norm)
             x = x_next
     return {"eta1": torch.stack(eta1), "eta2": torch.stack(eta2), "nrmse": torch.stack(nrmse),
-            "xi": _norms(at_star - target) / x_star_norm}
+            "xi": sample_norms(at_star - target) / x_star_norm}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 import pywt
 import torch
 
-from mrtutor.cg import conjugate_gradient
+from mrtutor.cg import conjugate_gradient, sample_norms
 from mrtutor.metrics import psnr
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -106,11 +106,6 @@ def _finish(x: torch.Tensor, return_info: bool, start: float, iterations, histor
     return x, ReconInfo(iterations, elapsed, {k: torch.stack(v) for k, v in history.items() if v})
 
 
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample Euclidean norm: (B, ...) -> (B,)."""
-    return torch.linalg.vector_norm(x.flatten(1), dim=1)
-
-
 def _sync(device: torch.device) -> None:
     # CUDA runs asynchronously; wait for it so wall times mean something.
     if device.type == "cuda":
@@ -144,7 +139,7 @@ def power_iteration(normal: Operator, x0: torch.Tensor, n_iter: int = 30) -> tor
     x = x0
     for _ in range(n_iter):
         nx = normal(x)
-        scale = _norm(nx)
+        scale = sample_norms(nx)
         x = nx / torch.where(scale > 0, scale, torch.ones_like(scale)).reshape(-1, *[1] * (x.dim() - 1))
     nx = normal(x)
     xx = torch.linalg.vecdot(x.flatten(1), x.flatten(1)).real
@@ -223,7 +218,7 @@ def tv_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def _data_term(op, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return 0.5 * _norm(op.forward(x) - y) ** 2
+    return 0.5 * sample_norms(op.forward(x) - y) ** 2
 
 
 def tv(
@@ -288,7 +283,7 @@ def tv(
         dual_g = dual_g * torch.clamp(lam[:, None] / magnitude, max=1.0)
         x_new = x - step_x * (op.adjoint(dual_y) + image_gradient_adjoint(dual_g))
         x_bar = 2 * x_new - x
-        rel_change = _norm(x_new - x) / _norm(x_new).clamp_min(tiny)
+        rel_change = sample_norms(x_new - x) / sample_norms(x_new).clamp_min(tiny)
         x = x_new
         iterations += 1
         if return_info:
@@ -457,7 +452,7 @@ def l1_wavelet(
         x_new = transform.adjoint(soft_threshold(transform.forward(v), threshold))
         momentum_new = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
         z = x_new + ((momentum - 1) / momentum_new) * (x_new - x)
-        rel_change = _norm(x_new - x) / _norm(x_new).clamp_min(torch.finfo(lipschitz.dtype).tiny)
+        rel_change = sample_norms(x_new - x) / sample_norms(x_new).clamp_min(torch.finfo(lipschitz.dtype).tiny)
         x, momentum = x_new, momentum_new
         iterations += 1
         if return_info:

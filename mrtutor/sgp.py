@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mrtutor.cg import sample_norms
 from mrtutor.metrics import nmse_db
 from mrtutor.recon import Wavelet, power_iteration, soft_threshold
 
@@ -584,8 +585,7 @@ def sgp_iteration(problem: L1Synthesis, x: torch.Tensor, grad: torch.Tensor, d: 
         x_net = problem.prox(x - d * grad, d)
         if drs:
             z_net = problem.prox(x_net - t_lip * problem.gradient(x_net), t_lip) - x  # z_1
-            blend = weight * torch.linalg.vector_norm(z_net.flatten(1), dim=1) > (
-                DRS_ALPHA * (1 - weight) * torch.linalg.vector_norm(z_lip.flatten(1), dim=1))
+            blend = weight * sample_norms(z_net) > DRS_ALPHA * (1 - weight) * sample_norms(z_lip)
             use_net = use_net & blend
             w = _per_sample(weight, x)
             z_net = w * z_net + (1 - w) * z_lip

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mrtutor.cg import conjugate_gradient, single_coil_dc, solve_normal, steepest_descent_dc
+from mrtutor.cg import conjugate_gradient, sample_norms, single_coil_dc, solve_normal, steepest_descent_dc
 from mrtutor.evaluate import saved_for_backward
 from mrtutor.fft import fft2c
 from mrtutor.sense import Sense
@@ -174,3 +174,13 @@ def test_bad_input_names_the_argument():
         conjugate_gradient(lambda v: v, torch.full((1, 3), float("nan")))
     with pytest.raises(ValueError, match="x0 must have the shape of rhs"):
         conjugate_gradient(lambda v: v, torch.ones(1, 3), x0=torch.ones(1, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64, torch.complex128])
+def test_sample_norms_are_the_euclidean_norm_of_each_sample(dtype):
+    x = torch.randn(3, 4, 6, 5, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    x = x.transpose(-1, -2)  # not contiguous: the real view must still see every element once
+    expected = torch.stack([(sample.abs().double() ** 2).sum().sqrt() for sample in x])
+    norms = sample_norms(x)
+    assert norms.shape == (3,) and not norms.is_complex()
+    torch.testing.assert_close(norms.double(), expected, rtol=1e-6, atol=0)
