@@ -167,3 +167,31 @@ def test_the_mri_problem_is_chapter_1s_l1_wavelet_reconstruction(data_root):
         sr.recovery_problem("mri", batch["measurement"], batch["mask"])
     with pytest.raises(ValueError, match="noise must be 0"):
         sr.sparse_recovery_dataset("mri", "val", tier="quick", noise=0.01)
+
+
+def test_an_interrupted_reference_computation_continues_after_its_saved_batches(tmp_path, monkeypatch):
+    data = sr.sparse_recovery_dataset("inpainting", "val", tier="quick", lam=3 * sr.LAM).arrays
+    args = ("inpainting", data["measurement"], data["mask"], sr.LAM)
+    whole = sr.references(*args, iterations=20)
+    monkeypatch.setattr(sr, "REFERENCE_CHUNK", 1)  # one image per batch, so the run can stop between images
+    solved, real_solve = [], sr.solve
+
+    def solve_then_stop(problem, *rest, **kwargs):
+        if len(solved) == 2:
+            raise KeyboardInterrupt  # the session ends after two batches
+        solved.append(1)
+        return real_solve(problem, *rest, **kwargs)
+
+    partial = tmp_path / "x.partial.pt"
+    with monkeypatch.context() as patch:
+        patch.setattr(sr, "solve", solve_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            sr.references(*args, iterations=20, partial=partial)
+    assert len(torch.load(partial, weights_only=True)["batches"]) == 2
+    counted = []
+    monkeypatch.setattr(sr, "solve", lambda *a, **k: counted.append(1) or real_solve(*a, **k))
+    resumed = sr.references(*args, iterations=20, partial=partial)
+    assert len(counted) == len(whole) - 2  # only the images not yet done
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=1e-6)
+    with pytest.warns(RuntimeWarning, match="another computation"):  # other inputs do not reuse the batches
+        sr.references("inpainting", data["measurement"], data["mask"], 2 * sr.LAM, iterations=20, partial=partial)

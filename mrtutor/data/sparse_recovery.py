@@ -278,18 +278,44 @@ def _measure(problem: str, images: torch.Tensor, fraction: float, noise: float, 
 
 
 def references(problem: str, measurement: torch.Tensor, mask: torch.Tensor | None, lam: float, views: int = VIEWS,
-               iterations: int = REFERENCE_ITERATIONS, device=None, maps: torch.Tensor | None = None) -> torch.Tensor:
+               iterations: int = REFERENCE_ITERATIONS, device=None, maps: torch.Tensor | None = None,
+               partial: Path | None = None) -> torch.Tensor:
     """x* (N, H, W) on the CPU: FISTA-b for ``iterations`` on the problems of N measurements (with their
-    coil maps for ``mri``), in batches, computed on ``device`` (default ``config.device()``: CUDA when present)."""
+    coil maps for ``mri``), in batches of ``REFERENCE_CHUNK``, computed on ``device`` (default
+    ``config.device()``: CUDA when present).
+
+    With ``partial``, each finished batch is saved there (atomically), and a call whose run was interrupted
+    continues after the batches saved for the same inputs; the caller removes the file once it has kept the result.
+    """
     device = torch.device(device) if device is not None else config.device()
-    out = []
-    for start in range(0, len(measurement), REFERENCE_CHUNK):
+    inputs = {"problem": problem, "lam": float(lam), "views": views, "iterations": iterations,
+              "chunk": REFERENCE_CHUNK, "sha256": _digest({name: value for name, value in
+                                                           (("measurement", measurement), ("mask", mask),
+                                                            ("maps", maps)) if value is not None})}
+    out = _read_partial(partial, inputs) if partial is not None and partial.exists() else []
+    for start in range(len(out) * REFERENCE_CHUNK, len(measurement), REFERENCE_CHUNK):
         part = slice(start, start + REFERENCE_CHUNK)
         part_mask = None if mask is None else mask[part].to(device)
         part_maps = None if maps is None else maps[part].to(device)
         problem_part = recovery_problem(problem, measurement[part].to(device), part_mask, lam, views, part_maps)
         out.append(solve(problem_part, "fista_b", iterations).coefficients.cpu())
+        if partial is not None:
+            with _atomic_path(partial) as tmp:
+                torch.save({"inputs": inputs, "batches": out}, tmp)
     return torch.cat(out)
+
+
+def _read_partial(path: Path, inputs: dict) -> list[torch.Tensor]:
+    """The batches of x* an interrupted ``references`` saved for these inputs, or [] (with a warning saying why)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["inputs"] != inputs:
+            raise ValueError("it holds another computation")
+        return list(saved["batches"])
+    except Exception as error:  # unreadable or another computation's: start over
+        warnings.warn(f"{path} is not a usable partial result ({error}); starting the references from the first batch",
+                      RuntimeWarning, stacklevel=3)
+        return []
 
 
 def _digest(arrays: dict[str, torch.Tensor]) -> str:
@@ -373,10 +399,12 @@ def sparse_recovery_dataset(problem: str, split: str, tier: str | None = None, f
                       else brain_images(split, count, size, tier))
             seeds = [_seed(seed, SPLITS.index(split), i) for i in range(count)]
             arrays = _measure(problem, torch.from_numpy(images), fraction, noise, seeds, views)
+        partial = path.with_name(path.stem + ".partial.pt")  # the batches of x* done so far, if interrupted
         arrays["reference"] = references(problem, arrays["measurement"], arrays.get("mask"), lam, views,
-                                         maps=arrays.get("maps"))
+                                         maps=arrays.get("maps"), partial=partial)
         with _atomic_path(path) as tmp:
             torch.save({"info": info, "arrays": arrays, "sha256": _digest(arrays)}, tmp)
+        partial.unlink(missing_ok=True)
     return SparseRecoveryDataset(arrays, info)
 
 
