@@ -8,7 +8,8 @@ of a checkpoint for a method without weights. Only the command writes them::
         --slices 8 --iterations 20000 --seed 0 [--runs K] [--maps] [--layers L --channels C ...] [--tier demo]
 
 It fits the first ``--slices`` slices of the demo dataset's split one by one (with the coil maps,
-ConvDecoder-SM, only under ``--maps``; ``--runs K`` averages K fits from the seeds seed, ..., seed +
+ConvDecoder-SM, only under ``--maps``: the dataset's maps, or with ``--espirit`` maps estimated from
+the measured k-space as the paper does; ``--runs K`` averages K fits from the seeds seed, ..., seed +
 K - 1, ``untrained.average_fits``). The mask seeds are those of chapters 4 and 5 (0, 10,000 and
 20,000 for the training, validation and test split, then the slice's index), so a chapter that
 draws the split with the same mask and acceleration sees the very measurements that were fitted.
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from mrtutor import checkpoints, config, masks, metrics, untrained
+from mrtutor import checkpoints, config, espirit, masks, metrics, untrained
 from mrtutor.data import SPLITS
 from mrtutor.train import RUNS_DIR, _checked, describe_device, git_commit
 
@@ -136,8 +137,8 @@ def dataset_for(args: argparse.Namespace):
 
 def settings(args: argparse.Namespace, dataset_sha256: str) -> dict:
     """What the fits depend on (and ``slices`` and ``device``, which a resumed run may change)."""
-    return {"net": args.net, "maps": args.maps, "sizes": sizes(args), "iterations": args.iterations, "lr": args.lr,
-            "seed": args.seed, "runs": args.runs, "tier": args.tier, "split": args.split, "mask": args.mask,
+    return {"net": args.net, "maps": args.maps, "espirit": args.espirit, "sizes": sizes(args),
+            "iterations": args.iterations, "lr": args.lr, "seed": args.seed, "runs": args.runs, "tier": args.tier, "split": args.split, "mask": args.mask,
             "acceleration": args.acceleration, "mask_seed": MASK_SEEDS[args.split], "dataset_sha256": dataset_sha256,
             "slices": args.slices, "device": str(args.device)}
 
@@ -157,7 +158,10 @@ def load_state(path: Path, asked: dict, restart: bool) -> dict | None:
 
 def fit_slice(sample: dict, args: argparse.Namespace) -> dict:
     """Fit one sample of the dataset (``--runs`` fits averaged); returns its entry of the run's state."""
-    maps = sample["maps"].to(args.device) if args.maps else None
+    maps = None
+    if args.maps:  # the dataset's maps, or ESPIRiT's estimate from the very measurements being fitted
+        maps = espirit.maps(sample["kspace"], sample["mask"]) if args.espirit else sample["maps"]
+        maps = maps.to(args.device)
     target = sample["target"].to(args.device)
     scores: list[float] = []  # every run's, one after the other
 
@@ -233,6 +237,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--net", choices=untrained.NETS, default=_FIT_DEFAULTS["net"])
     parser.add_argument("--maps", action="store_true",
                         help="fit one image through the coil maps (ConvDecoder-SM, eq. 4) instead of every coil image")
+    parser.add_argument("--espirit", action="store_true",
+                        help="with --maps: estimate the maps by ESPIRiT from each slice's measured k-space (its fully "
+                             "sampled centre), as the paper does, instead of using the dataset's maps")
     parser.add_argument("--slices", type=positive_int, required=True, metavar="N", help="fit the split's first N slices")
     parser.add_argument("--iterations", type=positive_int, default=_FIT_DEFAULTS["iterations"],
                         help="Adam steps per fit (default %(default)s)")
@@ -261,6 +268,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[\w.-]+", args.name):  # a file name in fits/ and a folder in runs/, not a path
         parser.error(f"name must be letters, digits, '_', '-' or '.', got {args.name!r}")
+    if args.espirit and not args.maps:
+        parser.error("--espirit estimates the coil maps that --maps fits through; give both")
     args.argv = list(argv)
     args.tier = args.tier or config.mode()
     args.device = torch.device(args.device) if args.device else config.device()

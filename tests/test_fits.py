@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mrtutor import data, fits, metrics, untrained
+from mrtutor import data, espirit, fits, metrics, untrained
 
 TINY = ["--tier", "quick", "--layers", "3", "--channels", "8", "--iterations", "5", "--device", "cpu", "--quiet"]
 
@@ -166,3 +166,16 @@ def test_bad_arguments_and_changed_settings_are_refused(dirs, fit_calls, capsys)
     del fit_calls[:]
     fits.main(["tiny", "--slices", "1", "--lr", "0.01", "--restart", *TINY, *where])
     assert len(fit_calls) == 1 and fits.record("tiny", directory)["config"]["lr"] == 0.01
+
+
+def test_espirit_fits_through_maps_estimated_from_the_measurements(dirs):
+    where, directory = dirs
+    fits.main(["esp", "--slices", "1", "--maps", "--espirit", *TINY, *where])
+    assert fits.record("esp", directory)["config"]["espirit"] is True
+    sample = data.demo_dataset("test", tier="quick", mask_fn="column_random", acceleration=4, mask_seed=20_000)[0]
+    estimated = espirit.maps(sample["kspace"], sample["mask"])
+    assert not torch.allclose(estimated, sample["maps"], atol=1e-2)  # not the simulation's own maps
+    expected = untrained.fit(sample["kspace"], sample["mask"], estimated, iterations=5, layers=3, channels=8)
+    assert torch.equal(fits.load("esp", directory)["reconstruction"][0], expected)
+    with pytest.raises(SystemExit):
+        fits.parse_args(["esp", "--slices", "1", "--espirit"])

@@ -16,6 +16,7 @@ import torch
 from mrtutor.data.datasets import KspaceDataset
 from mrtutor.data.files import DataFileError, _atomic_path, _complex, _H5Files, _open_h5, data_root
 from mrtutor.data.numerics import _ifft2c, _rng
+from mrtutor.espirit import maps as estimate_maps
 
 
 class FastMRIDataset(KspaceDataset):
@@ -23,7 +24,7 @@ class FastMRIDataset(KspaceDataset):
 
     Multi-coil ``kspace`` is (slices, coils, H, W), single-coil (slices, H, W) (then C = 1 with unit
     maps). Maps: the file's ``maps`` when present (demo files), else ESPIRiT maps from sigpy
-    (``sigpy.mri.app.EspiritCalib``), computed for the whole file on first use and cached in
+    (``mrtutor.espirit.maps``), computed for the whole file on first use and cached in
     ``maps_cache`` (default ``data_root() / "espirit"``). Target: the file's ``target`` when present,
     else the coil combination ``sum_c conj(S_c) ifft2c(y_c)`` of the fully sampled noisy k-space (a
     complex reference at the k-space grid, including the readout oversampling). Both are scaled so
@@ -34,7 +35,7 @@ class FastMRIDataset(KspaceDataset):
         files: h5 paths, or one directory (all ``*.h5`` in it, sorted).
         mask_fn, acceleration, fixed_mask, mask_seed: see ``KspaceDataset``.
         maps_cache: directory for the ESPIRiT maps.
-        espirit: keyword arguments for ``EspiritCalib`` (default calib_width 24, thresh 0.02, crop 0.95).
+        espirit: keyword arguments for ``mrtutor.espirit.maps`` (default calib_width 24, thresh 0.02, crop 0.95).
         order_seed: ``None`` keeps the slices in file order; an integer applies a fixed random
             permutation, so that any prefix (e.g. ``Subset(ds, range(n))``) mixes all files.
     """
@@ -128,8 +129,8 @@ class FastMRIDataset(KspaceDataset):
 
 def espirit_maps_file(path: str | Path, cache_dir: str | Path | None = None, **espirit) -> Path:
     """The h5 file holding ESPIRiT maps ``maps`` (slices, C, H, W) complex64 of a multi-coil
-    fastMRI file, computed on first call (``sigpy.mri.app.EspiritCalib`` per slice, on the fully
-    sampled k-space) and written atomically into ``cache_dir`` (default ``data_root() / "espirit"``).
+    fastMRI file, computed on first call (``mrtutor.espirit.maps`` per slice, on the fully sampled
+    k-space) and written atomically into ``cache_dir`` (default ``data_root() / "espirit"``).
     The cache key hashes the file's path, size and modification time and the ESPIRiT settings."""
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else data_root() / "espirit"
@@ -138,13 +139,11 @@ def espirit_maps_file(path: str | Path, cache_dir: str | Path | None = None, **e
     cached = cache_dir / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.h5"
     if cached.is_file():
         return cached
-    from sigpy.mri.app import EspiritCalib
-
     with _open_h5(path, "kspace") as source, _atomic_path(cached) as tmp, h5py.File(tmp, "w") as out:
         if "kspace" not in source:
             raise DataFileError(f"{path} has no key 'kspace'; it has {sorted(source.keys())}")
         kspace = source["kspace"]
         maps = out.create_dataset("maps", shape=kspace.shape, dtype=np.complex64)
         for s in range(kspace.shape[0]):  # slice by slice: a whole file can be gigabytes
-            maps[s] = EspiritCalib(_complex(kspace[s], path, "kspace"), show_pbar=False, **espirit).run()
+            maps[s] = estimate_maps(torch.from_numpy(_complex(kspace[s], path, "kspace")), **espirit).numpy()
     return cached
