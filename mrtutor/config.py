@@ -35,6 +35,28 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def native_bfloat16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions in hardware: a CUDA GPU that supports it, or
+    a CPU with AVX512-BF16 or AMX (read from /proc/cpuinfo; False where that file is missing).
+
+    Elsewhere bfloat16 is emulated and can be slower than float32, so the chapters score their
+    networks in bfloat16 only where this is True. ``MRTUTOR_BFLOAT16=0`` turns it off.
+    """
+    if os.environ.get("MRTUTOR_BFLOAT16", "1").strip() == "0":
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
     random.seed(seed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader
 
 from mrtutor import checkpoints, config, data, metrics, recon
@@ -152,27 +155,105 @@ def _sync(device: torch.device) -> None:
 
 SCORES = ("psnr", "ssim", "nmse")
 
+# Samples per method call on a CPU. Small batches keep a CNN's activations (64 channels of 128 x 128 are
+# 4 MB per slice) and the coil images in the cache: on this book's 2-core machine MoDL scores 1.4x and
+# TV 1.6x faster in batches of 4 than of 20 (one thread). A GPU wants large batches.
+CPU_BATCH = 4
+GPU_BATCH = 20
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Samples per method call that ``score`` uses on ``device`` unless told otherwise."""
+    return GPU_BATCH if torch.device(device).type == "cuda" else CPU_BATCH
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in which every evaluation-mode ``BatchNorm2d`` that directly follows a
+    ``Conv2d`` inside an ``nn.Sequential`` is folded into that convolution's weights and bias.
+
+    The copy computes the same function (to float round-off, about 1e-6 relative) with one pass over
+    the activations fewer per layer: MoDL's denoiser runs about 10 % faster. Batch norms in training
+    mode normalise by each batch's statistics, so they are kept as they are.
+    """
+    model = copy.deepcopy(model)
+    for sequence in model.modules():
+        if not isinstance(sequence, nn.Sequential):
+            continue
+        for i in range(len(sequence) - 1):
+            conv, norm = sequence[i], sequence[i + 1]
+            if type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and not norm.training:
+                sequence[i] = fuse_conv_bn_eval(conv, norm)
+                sequence[i + 1] = nn.Identity()
+    return model
+
+
+# Layers that a bfloat16 block may hold: plain convolutions and what sits between them. A layer that
+# computes something else (a spectral norm's power iteration, a gate with a learned threshold) keeps
+# its block in the input's precision.
+_PLAIN_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Identity)
+
+
+class Bfloat16Block(nn.Module):
+    """Runs ``block`` under bfloat16 autocast and returns its output in the input's dtype."""
+
+    def __init__(self, block: nn.Sequential):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.block(x).to(x.dtype)
+
+
+def bfloat16_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose plain convolution blocks (an ``nn.Sequential`` of ``_PLAIN_LAYERS`` only,
+    with at least one convolution) compute in bfloat16; everything else (data consistency, FFTs,
+    solvers) stays in the input's precision.
+
+    On a CPU with native bfloat16 (``config.native_bfloat16``) MoDL's denoiser runs about 1.6x faster;
+    chapter 2 measures what it costs in PSNR (under 0.01 dB per slice).
+    """
+    model = copy.deepcopy(model)
+    blocks = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+              if isinstance(child, nn.Sequential) and all(type(layer) in _PLAIN_LAYERS for layer in child)
+              and any(type(layer) in (nn.Conv2d, nn.ConvTranspose2d) for layer in child)]
+    for parent, name, child in blocks:
+        setattr(parent, name, Bfloat16Block(child))
+    return model
+
+
+def for_inference(method: Method, bfloat16: bool = False) -> Method:
+    """What ``score`` runs for ``method``: an evaluation-mode network with its batch norms folded (and,
+    with ``bfloat16``, its convolution blocks in bfloat16); any other method as it is."""
+    if not isinstance(method, nn.Module) or method.training:
+        return method
+    model = fold_batch_norms(method)
+    return bfloat16_convolutions(model) if bfloat16 else model
+
 
 @torch.no_grad()
 def score(
     methods: Mapping[str, Method],
     dataset,
-    batch_size: int = 20,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
     scores: tuple[str, ...] = SCORES,
     keep_images: int = 0,
+    bfloat16: bool = False,
 ) -> dict[str, dict[str, torch.Tensor | float]]:
     """Run every method on every sample of ``dataset`` and score it against ``target``.
 
     Args:
         methods: name -> method (see the module docstring).
         dataset: yields the sample dicts of ``mrtutor.data`` (``kspace``, ``maps``, ``mask``, ``target``).
-        batch_size: samples per call of a method.
+        batch_size: samples per call of a method; by default ``default_batch_size(device)``.
         device: where the methods run.
         progress: show a progress bar over batches.
         scores: names of ``mrtutor.metrics`` functions ``(x, ref) -> (B,)`` to compute (e.g. add ``"vif"``).
         keep_images: also return the magnitudes of the first this many reconstructions.
+        bfloat16: run the convolution blocks of evaluation-mode networks in bfloat16
+            (``bfloat16_convolutions``); worth it where ``config.native_bfloat16(device)``.
     Returns:
         name -> ``{"psnr": (N,), "ssim": (N,), "nmse": (N,), "seconds": float}`` (one entry per name in
         ``scores``): per-sample scores on magnitude images (``mrtutor.metrics`` defaults) and the method's
@@ -189,8 +270,9 @@ def score(
     if unknown:
         raise ValueError(f"scores must name functions of mrtutor.metrics, got {unknown}")
     device = torch.device(device)
+    methods = {name: for_inference(method, bfloat16) for name, method in methods.items()}
     results = {name: {**{metric: [] for metric in scores}, "seconds": 0.0, "images": []} for name in methods}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_size=batch_size or default_batch_size(device), shuffle=False)
     if progress:
         from tqdm.auto import tqdm
 
@@ -284,7 +366,7 @@ def paper_table(modl_data: str, names: list[str], accelerations=(6.0, 10.0), sli
         test_set = data.ModlDataset(modl_data, "test", mask_fn="variable_density_2d", acceleration=acceleration)
         if slices is not None:
             test_set = torch.utils.data.Subset(test_set, range(min(slices, len(test_set))))
-        columns[f"{acceleration:g}x"] = score(methods, test_set, batch_size=4, device=device, progress=progress)
+        columns[f"{acceleration:g}x"] = score(methods, test_set, device=device, progress=progress)
     return columns
 
 

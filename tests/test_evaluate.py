@@ -126,3 +126,82 @@ def test_peak_memory_on_cuda_reads_the_allocators_peak():
         return float(y[-1])
 
     assert 128 * 2**20 <= peak_memory(run, device="cuda") < 130 * 2**20
+
+
+def trained_denoiser(seed=0):
+    """MoDL's denoiser with batch-norm statistics and affine parameters far from their defaults, in eval mode."""
+    from mrtutor.modl import Denoiser
+
+    torch.manual_seed(seed)
+    net = Denoiser(layers=4, features=8)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.2, 3.0)
+                module.weight.normal_(1, 0.3)
+                module.bias.normal_(0, 0.3)
+    return net.eval()
+
+
+def test_folding_batch_norms_keeps_the_function_and_leaves_the_original_alone():
+    net = trained_denoiser()
+    folded = evaluate.fold_batch_norms(net)
+    x = torch.randn(3, 16, 12, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 4
+    assert all(conv.bias is not None for conv in folded.modules() if isinstance(conv, torch.nn.Conv2d))
+
+
+def test_batch_norms_in_training_mode_are_not_folded():
+    net = trained_denoiser()
+    net.noise[1].train()  # normalises by each batch's own statistics: not a fixed affine map
+    folded = evaluate.fold_batch_norms(net)
+    assert folded.noise[1] is not net.noise[1] and isinstance(folded.noise[1], torch.nn.BatchNorm2d)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == 1
+
+
+def test_bfloat16_wraps_only_blocks_of_plain_layers_and_stays_close():
+    net = trained_denoiser()
+    fast = evaluate.for_inference(net, bfloat16=True)
+    assert isinstance(fast.noise, evaluate.Bfloat16Block)
+    x = torch.randn(2, 16, 12, dtype=torch.complex64)
+    with torch.no_grad():
+        out = fast(x)
+        assert out.dtype == torch.complex64
+        torch.testing.assert_close(out, net(x), rtol=0.05, atol=0.05)
+        assert not torch.equal(out, net(x))  # it did compute in bfloat16
+    gated = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.Sigmoid())
+    assert isinstance(evaluate.bfloat16_convolutions(torch.nn.Sequential(gated)).get_submodule("0"), torch.nn.Sequential)
+    assert evaluate.for_inference(net.train(), bfloat16=True) is net  # a training-mode network runs as it is
+
+
+def test_score_folds_and_batches_without_changing_the_scores():
+    class FirstCoil(torch.nn.Module):  # a network method: denoise the first coil's k-space as an image
+        def __init__(self):
+            super().__init__()
+            self.net = trained_denoiser()
+
+        def forward(self, kspace, maps, mask):
+            return self.net(kspace[:, 0])
+
+    data = samples(6)
+    method = FirstCoil().eval()
+    default = evaluate.score({"m": method}, data)["m"]["psnr"]
+    one_batch = evaluate.score({"m": method}, data, batch_size=6)["m"]["psnr"]
+    torch.testing.assert_close(default, one_batch, rtol=1e-5, atol=1e-5)
+    assert evaluate.default_batch_size("cpu") == evaluate.CPU_BATCH < evaluate.GPU_BATCH == evaluate.default_batch_size("cuda")
+    assert method.net.noise[1].__class__ is torch.nn.BatchNorm2d  # score worked on a copy
+
+
+def test_native_bfloat16_can_be_turned_off(monkeypatch):
+    from mrtutor import config
+
+    monkeypatch.setenv("MRTUTOR_BFLOAT16", "0")
+    assert config.native_bfloat16("cpu") is False
+    monkeypatch.delenv("MRTUTOR_BFLOAT16")
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    assert config.native_bfloat16("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert config.native_bfloat16("meta") is False
