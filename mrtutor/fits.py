@@ -137,7 +137,8 @@ def dataset_for(args: argparse.Namespace):
 
 def settings(args: argparse.Namespace, dataset_sha256: str) -> dict:
     """What the fits depend on (and ``slices`` and ``device``, which a resumed run may change)."""
-    return {"net": args.net, "maps": args.maps, "espirit": args.espirit, "sizes": sizes(args),
+    return {"net": args.net, "maps": args.maps, "espirit": args.espirit,
+            "espirit_crop": args.espirit_crop if args.espirit else None, "sizes": sizes(args),
             "iterations": args.iterations, "lr": args.lr, "seed": args.seed, "runs": args.runs, "tier": args.tier, "split": args.split, "mask": args.mask,
             "acceleration": args.acceleration, "mask_seed": MASK_SEEDS[args.split], "dataset_sha256": dataset_sha256,
             "slices": args.slices, "device": str(args.device)}
@@ -160,7 +161,7 @@ def fit_slice(sample: dict, args: argparse.Namespace) -> dict:
     """Fit one sample of the dataset (``--runs`` fits averaged); returns its entry of the run's state."""
     maps = None
     if args.maps:  # the dataset's maps, or ESPIRiT's estimate from the very measurements being fitted
-        maps = espirit.maps(sample["kspace"], sample["mask"]) if args.espirit else sample["maps"]
+        maps = espirit.maps(sample["kspace"], sample["mask"], crop=args.espirit_crop) if args.espirit else sample["maps"]
         maps = maps.to(args.device)
     target = sample["target"].to(args.device)
     scores: list[float] = []  # every run's, one after the other
@@ -240,6 +241,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--espirit", action="store_true",
                         help="with --maps: estimate the maps by ESPIRiT from each slice's measured k-space (its fully "
                              "sampled centre), as the paper does, instead of using the dataset's maps")
+    parser.add_argument("--espirit-crop", type=float, default=0.95, metavar="C",
+                        help="ESPIRiT's crop: the maps are zero where its eigenvalue is below C (default %(default)s, "
+                             "sigpy's)")
     parser.add_argument("--slices", type=positive_int, required=True, metavar="N", help="fit the split's first N slices")
     parser.add_argument("--iterations", type=positive_int, default=_FIT_DEFAULTS["iterations"],
                         help="Adam steps per fit (default %(default)s)")
@@ -270,6 +274,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"name must be letters, digits, '_', '-' or '.', got {args.name!r}")
     if args.espirit and not args.maps:
         parser.error("--espirit estimates the coil maps that --maps fits through; give both")
+    if not 0 <= args.espirit_crop < 1:
+        parser.error(f"--espirit-crop must be in [0, 1), got {args.espirit_crop}")
     args.argv = list(argv)
     args.tier = args.tier or config.mode()
     args.device = torch.device(args.device) if args.device else config.device()

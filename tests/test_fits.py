@@ -179,3 +179,11 @@ def test_espirit_fits_through_maps_estimated_from_the_measurements(dirs):
     assert torch.equal(fits.load("esp", directory)["reconstruction"][0], expected)
     with pytest.raises(SystemExit):
         fits.parse_args(["esp", "--slices", "1", "--espirit"])
+    with pytest.raises(SystemExit):
+        fits.parse_args(["esp", "--slices", "1", "--maps", "--espirit", "--espirit-crop", "1.5"])
+    fits.main(["esp_crop", "--slices", "1", "--maps", "--espirit", "--espirit-crop", "0", *TINY, *where])
+    uncropped = espirit.maps(sample["kspace"], sample["mask"], crop=0.0)
+    assert not torch.equal(uncropped, estimated)  # the default crop zeroes the maps somewhere
+    assert fits.record("esp_crop", directory)["config"]["espirit_crop"] == 0.0
+    assert torch.equal(fits.load("esp_crop", directory)["reconstruction"][0],
+                       untrained.fit(sample["kspace"], sample["mask"], uncropped, iterations=5, layers=3, channels=8))

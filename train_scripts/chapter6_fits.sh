@@ -28,6 +28,11 @@ fits() {  # fits NAME OPTIONS...
 
 fits cd_4x --net convdecoder --acceleration 4 --slices 8 --layers 5 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
 fits cd_8x --net convdecoder --acceleration 8 --slices 8 --layers 5 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
+# ConvDecoder-SM through maps estimated by ESPIRiT from each slice's measurements (the paper's Step 1-B; about
+# 220 s a slice on one quiet CPU thread), and through the simulation's own maps (an oracle) for comparison.
+fits cd_sm_espirit_4x --net convdecoder --maps --espirit --acceleration 4 --slices 8 --layers 5 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
+# The same with ESPIRiT's crop at 0.8 instead of sigpy's 0.95, which cuts part of the head on two of the eight slices.
+fits cd_sm_espirit_crop08_4x --net convdecoder --maps --espirit --espirit-crop 0.8 --acceleration 4 --slices 8 --layers 5 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
 fits cd_sm_4x --net convdecoder --maps --acceleration 4 --slices 8 --layers 5 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
 fits dd_4x --net deepdecoder --acceleration 4 --slices 8 --layers 10 --channels 64 --in-size 8 8 --lr 0.008 --iterations 2000
 fits dip_4x --net dip --acceleration 4 --slices 8 --layers 10 --channels 32 --skip-channels 4 --lr 0.008 --iterations 2000
