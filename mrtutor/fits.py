@@ -139,7 +139,8 @@ def settings(args: argparse.Namespace, dataset_sha256: str) -> dict:
     """What the fits depend on (and ``slices`` and ``device``, which a resumed run may change)."""
     return {"net": args.net, "maps": args.maps, "espirit": args.espirit,
             "espirit_crop": args.espirit_crop if args.espirit else None, "sizes": sizes(args),
-            "iterations": args.iterations, "lr": args.lr, "seed": args.seed, "runs": args.runs, "tier": args.tier, "split": args.split, "mask": args.mask,
+            "iterations": args.iterations, "lr": args.lr, "seed": args.seed, "runs": args.runs, "tier": args.tier,
+            "split": args.split, "mask": args.mask,
             "acceleration": args.acceleration, "mask_seed": MASK_SEEDS[args.split], "dataset_sha256": dataset_sha256,
             "slices": args.slices, "device": str(args.device)}
 
