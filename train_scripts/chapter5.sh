@@ -2,7 +2,7 @@
 # Every checkpoint of chapter 5 (learned stepsizes for scaled gradient projection, Lee and Chun), Step-learned
 # SGP for inpainting and partial Fourier (the paper's Tables 1-3), the non-iterative U-Nets they are compared
 # with, Step-learned SGP for chapter 1's multi-coil l1-wavelet MRI problem, for deblurring and for sparse-view CT
-# (144 views), then Diag-learned SGP for inpainting and partial Fourier. The U-Nets are trained twice, with and
+# (144 views), then Diag-learned SGP for inpainting, partial Fourier, deblurring and sparse-view CT. The U-Nets are trained twice, with and
 # without the input-to-output skip, the suspect in the paper's U-Net failing at sampling rates it was not trained
 # on. The paper's problems are trained at 50 % (noiseless) with lam = 0.1 / 255 for images in [0, 1], the MRI
 # problem at 6x with chapter 1's weight, all against FISTA-b's converged solutions (computed once and cached under
@@ -39,3 +39,5 @@ train sgp_step_deblurring sgp --kind step --lr 1e-2 --problem deblurring --epoch
 train sgp_step_ct sgp --kind step --lr 1e-2 --problem ct --views 144 --epochs 10 $common
 train sgp_diag_inpainting sgp --kind diag --lr 1e-2 --problem inpainting --epochs 20 $common
 train sgp_diag_fourier sgp --kind diag --lr 1e-2 --problem fourier --epochs 10 $common
+train sgp_diag_deblurring sgp --kind diag --lr 1e-2 --problem deblurring --epochs 10 $common
+train sgp_diag_ct sgp --kind diag --lr 1e-2 --problem ct --views 144 --epochs 10 $common
