@@ -119,6 +119,10 @@ OTHER_BUILDS = {
         "built on the H200 device image (numpy 2.5.2, scipy 1.18.1) for chapters 4 and 6's trainings of 2026-12-04; "
         "npgd_t2_rb1 and unet_4x, trained on it, score their recorded validation PSNR on this build to 1e-4 dB "
         "(29.7852 vs 29.7851, 27.4602 vs 27.4602)",
+    "be97229ba10acb59a2a91d32c90a62eeb37e92d089e9363c471f29ef7d1f9fb8":
+        "built by the 2-core CPU set-up of 2026-12-05 from the package registry (numpy 2.4.6, scipy 1.17.1, "
+        "scikit-image 0.26.0); modl_k10, modl_k1 (trained on 220f4064...) and unet_4x (on b587a3e6...) score their "
+        "recorded validation PSNR on this build to 1e-4 dB (34.3356, 30.1592, 27.4602, each equal to its record)",
 }
 
 
@@ -139,8 +143,9 @@ def test_demo_tier_bytes_match_the_checkpoints(tmp_path, monkeypatch):
         manifest = json.loads((directory / "manifest.json").read_text())
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
-    assert manifest["sha256"] == expected, (
-        f"demo tier sha256 {manifest['sha256']}, the checkpoints' dataset_sha256 {expected}: {CHANGED}"
+    assert manifest["sha256"] == expected or manifest["sha256"] in OTHER_BUILDS, (
+        f"demo tier sha256 {manifest['sha256']}, the checkpoints' dataset_sha256 {expected} (or a build of "
+        f"OTHER_BUILDS): {CHANGED}"
     )
 
 
