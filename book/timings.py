@@ -1,11 +1,12 @@
 """Measure how long each chapter takes to run, for the instructor notes (``book/teaching.md`` includes the tables).
 
 Each chapter runs top to bottom on a fresh kernel (nbclient, as nbval and the book build run it) in the tier asked
-for, with the solutions of its exercises. The wall time, the time of each exercise's solution and check cells, the
-machine (processor cores, torch threads, GPU) and the date are merged into ``book/timings.json``, and
-``book/timings.md``, the tables the teaching page shows, is written again from all the measurements in it: one row
-per chapter and tier, and one per exercise with the time its statement gives a student beside the time its solution
-takes to run. Nothing in the tables is typed by hand.
+for, with the solutions of its exercises. The wall time, the time of each exercise's solution and check cells and
+the date are merged into ``book/timings.json`` under the machine (processor cores, native bfloat16 or not, torch
+threads, GPU), one measurement per chapter, tier and machine, and ``book/timings.md``, the tables the teaching page
+shows, is written again from all the measurements in it: one row per chapter with each machine's time in each tier,
+and one per exercise and tier with the time its statement gives a student beside the time its solution takes to
+run. Nothing in the tables is typed by hand.
 
     python book/timings.py --tier quick                       # every chapter in the quick tier
     python book/timings.py --tier demo --chapters 01_forward_model
@@ -33,11 +34,15 @@ TIERS = ("quick", "demo", "paper")
 
 
 def machine() -> str:
-    """The machine a measurement ran on, in words: cores, torch's threads and the GPU, if any."""
+    """The machine a measurement ran on, in words: cores, whether they compute bfloat16 natively (the chapters
+    score their networks in bfloat16 only then, so it can halve a chapter's time), torch's threads and the GPU."""
     import torch
 
+    from mrtutor.config import native_bfloat16
+
+    bf16 = "native bfloat16" if native_bfloat16("cpu") else "no native bfloat16"
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.get_num_threads()} threads{gpu}"
+    return f"{os.cpu_count()} cores ({platform.machine()}, {bf16}), torch {torch.get_num_threads()} threads{gpu}"
 
 
 EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n:label:\s*(?P<label>\S+).*?about (?P<minutes>\d+) minutes",
@@ -90,33 +95,42 @@ def run_chapter(path: Path, tier: str, timeout: int) -> tuple[float, dict[str, d
 
 
 def table(results: dict) -> str:
-    """The markdown table of ``results`` ({chapter: {tier: {"seconds", "machine", "date"}}}): one row per
-    chapter, one column per tier measured, each cell the minutes with a note naming its machine and date."""
+    """The markdown tables of ``results`` ({chapter: {tier: {machine: {"seconds", "date", "exercises"}}}}): one row
+    per chapter, one column per tier measured, each cell the minutes on every machine measured, with a note naming
+    the machine and date; then one row per exercise and tier with its solution's time on each machine."""
     tiers = [tier for tier in TIERS if any(tier in by_tier for by_tier in results.values())]
     machines: list[str] = []
+
+    def note(machine: str, entry: dict) -> int:
+        where = f"{machine}, {entry['date']}"
+        if where not in machines:
+            machines.append(where)
+        return machines.index(where) + 1
+
     rows = ["| chapter | " + " | ".join(f"{tier} tier" for tier in tiers) + " |",
             "|---|" + "---|" * len(tiers)]
     for chapter in sorted(results):
-        cells = []
-        for tier in tiers:
-            entry = results[chapter].get(tier)
-            if entry is None:
-                cells.append("not measured")
-                continue
-            where = f"{entry['machine']}, {entry['date']}"
-            if where not in machines:
-                machines.append(where)
-            cells.append(f"{entry['seconds'] / 60:.1f} min [{machines.index(where) + 1}]")
+        cells = ["; ".join(f"{entry['seconds'] / 60:.1f} min [{note(machine, entry)}]"
+                           for machine, entry in results[chapter].get(tier, {}).items()) or "not measured"
+                 for tier in tiers]
         rows.append(f"| {chapter} | " + " | ".join(cells) + " |")
+    exercise_rows = []
+    for chapter in sorted(results):
+        for tier in TIERS:
+            runs = results[chapter].get(tier, {})
+            labels = dict.fromkeys(label for entry in runs.values() for label in entry.get("exercises", {}))
+            for label in labels:
+                timed = [(machine, entry, entry["exercises"][label]) for machine, entry in runs.items()
+                         if "solution_seconds" in entry.get("exercises", {}).get(label, {})]
+                if timed:
+                    exercise = timed[0][2]
+                    times = "; ".join(f"{ex['solution_seconds']:.1f} s [{note(machine, entry)}]" for machine, entry, ex in timed)
+                    exercise_rows.append(f"| {label} | {exercise['title']} | about {exercise['minutes']} min | "
+                                         f"{times} ({tier} tier) |\n")
     notes = [f"[{i}] {where}" for i, where in enumerate(machines, start=1)]
-    text = "\n".join(rows) + "\n\n" + "\n".join(f"{note}  " for note in notes).rstrip() + "\n"
-    timed = [(chapter, tier, label, exercise) for chapter in sorted(results) for tier in TIERS
-             for label, exercise in results[chapter].get(tier, {}).get("exercises", {}).items()]
-    if timed:
-        text += ("\n| exercise | title | time for a student | its solution runs in |\n|---|---|---|---|\n"
-                 + "".join(f"| {label} | {exercise['title']} | about {exercise['minutes']} min | "
-                           f"{exercise['solution_seconds']:.1f} s ({tier} tier) |\n"
-                           for chapter, tier, label, exercise in timed if "solution_seconds" in exercise))
+    text = "\n".join(rows) + "\n\n" + "\n".join(f"{line}  " for line in notes).rstrip() + "\n"
+    if exercise_rows:
+        text += "\n| exercise | title | time for a student | its solution runs in |\n|---|---|---|---|\n" + "".join(exercise_rows)
     return text
 
 
@@ -144,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     for chapter in chapters:
         seconds, timed = run_chapter(NOTEBOOKS / f"{chapter}.ipynb", args.tier, args.timeout)
         print(f"{chapter}: {seconds:.0f} s in the {args.tier} tier", flush=True)
-        results.setdefault(chapter, {})[args.tier] = {"seconds": round(seconds, 1), "machine": where, "date": today,
-                                                      "exercises": timed}
+        results.setdefault(chapter, {}).setdefault(args.tier, {})[where] = {"seconds": round(seconds, 1), "date": today,
+                                                                           "exercises": timed}
         write(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
     write(TABLE, table(results))
 

@@ -319,18 +319,21 @@ def test_built_site_loads_nothing_from_the_internet():
 def test_the_timings_table_names_each_measurement_s_machine_once():
     import timings
 
-    results = {"01_forward_model": {"quick": {"seconds": 18.0, "machine": "2 cores", "date": "2026-12-04"},
-                                    "demo": {"seconds": 275.0, "machine": "2 cores", "date": "2026-12-04"}},
-               "02_modl": {"quick": {"seconds": 45.0, "machine": "16 cores, GPU", "date": "2026-12-05"}}}
+    results = {"01_forward_model": {"quick": {"2 cores": {"seconds": 18.0, "date": "2026-12-04"}},
+                                    "demo": {"2 cores": {"seconds": 275.0, "date": "2026-12-04"}}},
+               "02_modl": {"quick": {"16 cores, GPU": {"seconds": 45.0, "date": "2026-12-05"}}}}
     text = timings.table(results)
     lines = text.splitlines()
     assert lines[0] == "| chapter | quick tier | demo tier |"
     assert lines[2] == "| 01_forward_model | 0.3 min [1] | 4.6 min [1] |"
     assert lines[3] == "| 02_modl | 0.8 min [2] | not measured |"
     assert "[1] 2 cores, 2026-12-04" in text and "[2] 16 cores, GPU, 2026-12-05" in text
-    results["01_forward_model"]["quick"]["exercises"] = {
+    # a second machine keeps the first one's measurement beside its own
+    results["01_forward_model"]["demo"]["2 cores, no native bfloat16"] = {"seconds": 600.0, "date": "2026-12-05"}
+    assert timings.table(results).splitlines()[2] == "| 01_forward_model | 0.3 min [1] | 4.6 min [1]; 10.0 min [2] |"
+    results["01_forward_model"]["quick"]["2 cores"]["exercises"] = {
         "ch01-ex1": {"title": "Adjoint", "minutes": 15, "solution_seconds": 0.42}}
-    assert "| ch01-ex1 | Adjoint | about 15 min | 0.4 s (quick tier) |" in timings.table(results)
+    assert "| ch01-ex1 | Adjoint | about 15 min | 0.4 s [1] (quick tier) |" in timings.table(results)
 
 
 def test_the_timings_script_finds_every_exercise_of_a_marked_up_chapter():

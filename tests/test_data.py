@@ -290,6 +290,20 @@ def test_subject_split(offline_build):
     assert subjects == {"train": {"mni152"}, "val": {"mni152"}, "test": {"colin27"}}
 
 
+def test_subject_indices_pick_each_head_with_its_masks(offline_build):
+    ds = data.demo_dataset("test", TIER, mask_fn=stand_in_mask)
+    picked = {subject: data.subject_indices(ds, subject) for subject in data.SUBJECTS}
+    assert sorted(picked["mni152"] + picked["colin27"]) == list(range(len(ds)))
+    for subject, indices in picked.items():
+        assert indices and all(ds[i]["subject"] == subject for i in indices)
+    own = data.demo_dataset("test", TIER, mask_fn=stand_in_mask, subjects=("colin27",))
+    assert len(own) == len(picked["colin27"])
+    with pytest.raises(ValueError, match="subject must be one of"):
+        data.subject_indices(ds, "colin")
+    with pytest.raises(TypeError, match="FastMRIDataset"):
+        data.subject_indices(list(ds), "colin27")
+
+
 def test_masks_per_sample_per_epoch_or_fixed(offline_build):
     ds = data.demo_dataset("val", TIER, mask_fn=stand_in_mask, mask_seed=3)
     m0, m1 = ds[0]["mask"], ds[1]["mask"]

@@ -25,7 +25,7 @@ Submodules, one concept each (imports flow down this list, never up):
 * ``datasets``: ``KspaceDataset``, the base of every dataset, and its masks (``NamedMask``);
 * ``fastmri``: ``FastMRIDataset`` (fastMRI files and the demo files) and cached ESPIRiT maps;
 * ``modl``: ``ModlDataset`` (the MoDL brain ``dataset.hdf5``);
-* ``demo``: the embedded demo dataset (``demo_dataset``, ``build_demo_data``, ``subject_split``),
+* ``demo``: the embedded demo dataset (``demo_dataset``, ``build_demo_data``, ``subject_split``, ``subject_indices``),
   with the notes on how it is simulated and split;
 * ``single_coil``: the single-coil version of any of them (``SingleCoil``: one coil measuring the
   reference image's Fourier coefficients, as in Neural PGD's experiment);
@@ -73,6 +73,7 @@ from mrtutor.data.demo import (
     demo_dataset,
     demo_dir,
     demo_manifest,
+    subject_indices,
     subject_split,
 )
 from mrtutor.data.ood import OOD_NAMES, ood_samples
@@ -123,6 +124,7 @@ __all__ = [
     "demo_dataset",
     "demo_dir",
     "demo_manifest",
+    "subject_indices",
     "subject_split",
     # single coil
     "SingleCoil",

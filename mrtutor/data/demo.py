@@ -271,6 +271,19 @@ def demo_dataset(
     return FastMRIDataset(files, mask_fn, acceleration, fixed_mask, mask_seed, order_seed=seed)
 
 
+def subject_indices(dataset: FastMRIDataset, subject: str) -> list[int]:
+    """The indices of ``dataset``'s samples that come from ``subject``'s head, in the dataset's order.
+
+    A ``Subset`` of them keeps the masks the whole dataset gives those slices (masks follow the sample
+    index), so scores computed on the whole dataset can be picked out per head.
+    """
+    if subject not in SUBJECTS:
+        raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
+    if not isinstance(dataset, FastMRIDataset):
+        raise TypeError(f"dataset must be a demo dataset (FastMRIDataset), got {type(dataset).__name__}")
+    return [i for i, (file_index, _) in enumerate(dataset.index) if dataset.files[file_index].stem.split("_")[0] == subject]
+
+
 def subject_split(train_subject: str = "mni152", tier: str | None = None, **kwargs) -> dict[str, FastMRIDataset]:
     """Train on one brain, test on the other (the analog of MoDL's unseen test subject).
 
