@@ -225,6 +225,11 @@ def demo_manifest(tier: str | None = None, seed: int = 0, root: str | Path | Non
     return json.loads((build_demo_data(tier, seed, root) / "manifest.json").read_text())
 
 
+def _file_subject(path: str | Path) -> str:
+    """The head a demo file holds: its name starts with the subject (``colin27_axial.h5``)."""
+    return Path(path).stem.split("_")[0]
+
+
 def demo_dataset(
     split: str,
     tier: str | None = None,
@@ -264,7 +269,7 @@ def demo_dataset(
         directory / rel
         for s in splits
         for rel in manifest["splits"].get(s, {}).get("files", [])
-        if Path(rel).stem.split("_")[0] in subjects
+        if _file_subject(rel) in subjects
     ]
     if not files:
         raise ValueError(f"the demo dataset has no {split} slices of {subjects} in tier {manifest['tier']}")
@@ -281,7 +286,7 @@ def subject_indices(dataset: FastMRIDataset, subject: str) -> list[int]:
         raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
     if not isinstance(dataset, FastMRIDataset):
         raise TypeError(f"dataset must be a demo dataset (FastMRIDataset), got {type(dataset).__name__}")
-    return [i for i, (file_index, _) in enumerate(dataset.index) if dataset.files[file_index].stem.split("_")[0] == subject]
+    return [i for i, (file_index, _) in enumerate(dataset.index) if _file_subject(dataset.files[file_index]) == subject]
 
 
 def subject_split(train_subject: str = "mni152", tier: str | None = None, **kwargs) -> dict[str, FastMRIDataset]:
