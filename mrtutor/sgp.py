@@ -65,7 +65,8 @@ def _sum(v: torch.Tensor) -> torch.Tensor:
 
 def _sq_norm(v: torch.Tensor) -> torch.Tensor:
     """Per-sample squared Euclidean norm, real or complex: (B, ...) -> (B,)."""
-    return _sum(v.real**2 + v.imag**2) if v.is_complex() else _sum(v**2)
+    real = torch.view_as_real(v) if v.is_complex() else v
+    return torch.linalg.vector_norm(real.flatten(1), dim=1).square()  # one pass, where v**2 would write a copy
 
 
 def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -212,6 +213,7 @@ class L1Synthesis:
             self.scale = torch.where(estimate > 1, estimate.sqrt(), self.scale)
             self.y = y / _per_sample(self.scale, y)
         self.lipschitz_constant = estimate / self.scale**2
+        self._unscaled = bool((self.scale == 1).all())  # forward and adjoint then skip a pass over their output
 
     def _check(self, x: torch.Tensor, name: str = "x") -> None:
         if not isinstance(x, torch.Tensor):
@@ -226,7 +228,7 @@ class L1Synthesis:
         """A W^T x / s: coefficients (B, H, W) -> measurements (B, ...)."""
         self._check(x)
         out = self.op.forward(self.transform.adjoint(x))
-        return out / _per_sample(self.scale, out)
+        return out if self._unscaled else out / _per_sample(self.scale, out)
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
         """W Re(A^H r) / s (W A^H r / s for complex images): measurements (B, ...) -> coefficients (B, H, W),
@@ -234,7 +236,8 @@ class L1Synthesis:
         image = self.op.adjoint(r)
         if image.is_complex() and not self.complex_images:
             image = image.real  # x is real: the adjoint of A restricted to real images is Re A^H
-        return self.transform.forward(image) / _per_sample(self.scale, image)
+        coefficients = self.transform.forward(image)
+        return coefficients if self._unscaled else coefficients / _per_sample(self.scale, image)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """A W^T x - y (B, ...), on the normalised scale."""
@@ -252,9 +255,11 @@ class L1Synthesis:
         """lam ||x||_1 per sample (on the weighted coefficients): (B, H, W) -> (B,)."""
         return self.lam.flatten() * _sum(self.weights * x.abs())
 
-    def objective(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x) = f(x) + lam ||x||_1 per sample: (B, H, W) -> (B,)."""
-        return self.smooth(x) + self.l1(x)
+    def objective(self, x: torch.Tensor, ax: torch.Tensor | None = None) -> torch.Tensor:
+        """F(x) = f(x) + lam ||x||_1 per sample: (B, H, W) -> (B,). ``ax``: ``forward(x)``, where the caller
+        has it already (it saves applying A once more)."""
+        residual = self.residual(x) if ax is None else ax - self.y
+        return 0.5 * _sq_norm(residual) + self.l1(x)
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """W^T x: coefficients (B, H, W) -> image (B, H, W)."""
@@ -671,38 +676,46 @@ def solve(problem: L1Synthesis, method: str, iterations: int, net=None, x0: torc
     x = _check_iterate(x0, problem)
     t_lip = _per_sample(1.0 / problem.lipschitz_constant, x)
 
-    objective = [problem.objective(x)]
+    # ISTA and FISTA-b keep A W^T x beside x: A is linear, so the objective, the next gradient and the
+    # backtracking test share one application of A (and one of A^H) per iteration.
+    ax = problem.forward(x)
+    objective = [problem.objective(x, ax)]
     errors = [nmse_db(problem.image(x), reference)] if reference is not None else None
     used_history = []
 
-    def record(x_new: torch.Tensor) -> None:
-        objective.append(problem.objective(x_new))
+    def record(x_new: torch.Tensor, ax_new: torch.Tensor | None = None) -> None:
+        objective.append(problem.objective(x_new, ax_new))
         if errors is not None:
             errors.append(nmse_db(problem.image(x_new), reference))
 
     if method in ("ista", "pgm"):
         for _ in range(iterations):
-            x = problem.prox(x - t_lip * problem.gradient(x), t_lip)
-            record(x)
+            x = problem.prox(x - t_lip * problem.adjoint(ax - problem.y), t_lip)
+            ax = problem.forward(x)
+            record(x, ax)
 
     elif method == "fista_b":
         lip = FISTA_START * problem.lipschitz_constant
-        v, momentum = x, 1.0
+        v, av, momentum = x, ax, 1.0
         for _ in range(iterations):
-            grad = problem.gradient(v)
+            grad = problem.adjoint(av - problem.y)
             for _ in range(FISTA_MAX_GROWTHS + 1):
                 step = _per_sample(1.0 / lip, v)
                 p = problem.prox(v - step * grad, step)
-                small = _sq_norm(problem.forward(p - v)) <= lip * _sq_norm(p - v)
+                ap = problem.forward(p)
+                small = _sq_norm(ap - av) <= lip * _sq_norm(p - v)
+                if not small.all():  # A p - A v cancels as p nears v: ask A (p - v) itself before growing L
+                    small = _sq_norm(problem.forward(p - v)) <= lip * _sq_norm(p - v)
                 if small.all():
                     break
                 lip = torch.where(small, lip, FISTA_GROWTH * lip)
             else:
                 raise RuntimeError("FISTA-b: the Lipschitz constant kept growing; is the operator linear and finite?")
             momentum_new = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
-            v = p + ((momentum - 1) / momentum_new) * (p - x)
-            x, momentum = p, momentum_new
-            record(x)
+            weight = 1 + (momentum - 1) / momentum_new  # v = p + (t_k - 1) / t_k+1 (p - x), in one pass
+            v, av = torch.lerp(x, p, weight), torch.lerp(ax, ap, weight)
+            x, ax, momentum = p, ap, momentum_new
+            record(x, ax)
 
     else:
         diagonal = method == "sgp_diag"

@@ -209,6 +209,26 @@ def test_fista_b_reaches_the_optimum_and_ista_is_monotone(inpainting):
     torch.testing.assert_close(solve(problem, "pgm", 5).objective, ista.objective[:6])
 
 
+@pytest.mark.parametrize("method", ["ista", "fista_b"])
+def test_ista_and_fista_b_apply_a_and_its_adjoint_once_per_iteration(inpainting, monkeypatch, method):
+    problem, truth, _ = inpainting
+    calls = {"forward": 0, "adjoint": 0}
+    for name in calls:
+        original = getattr(problem, name)
+        monkeypatch.setattr(problem, name, lambda v, name=name, original=original:
+                            calls.__setitem__(name, calls[name] + 1) or original(v))
+    iterations = 60
+    run = solve(problem, method, iterations)
+    # FISTA-b's backtracking grows L from FISTA_START * L to at most L: each growth costs A p again and A (p - v)
+    growths = math.ceil(math.log(1 / sgp.FISTA_START, sgp.FISTA_GROWTH)) if method == "fista_b" else 0
+    # one more of each for the start: A^H y (the zero-filled start) and A x_0 (its objective)
+    assert calls["adjoint"] == iterations + 1, calls
+    assert iterations + 1 <= calls["forward"] <= iterations + 1 + 2 * growths, calls
+    monkeypatch.undo()
+    # the objectives computed from the kept A x are the objectives themselves
+    torch.testing.assert_close(run.objective[-1], problem.objective(run.coefficients), rtol=1e-12, atol=0)
+
+
 # ------------------------------------------------------------------------------------- SGP safeguards
 
 

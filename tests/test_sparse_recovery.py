@@ -138,6 +138,33 @@ def test_the_cache_is_written_once_read_back_and_recomputed_when_corrupt(tmp_pat
     assert torch.load(files[0], weights_only=True)["sha256"] == sr._digest(first.arrays)  # rewritten
 
 
+def test_a_dataset_without_x_star_skips_its_solve_and_a_later_call_adds_it_to_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path))
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("reference=False must not compute x*")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sr, "references", no_solve)
+        lean = sr.sparse_recovery_dataset("inpainting", "val", tier="quick", reference=False)
+    assert set(lean.arrays) == {"target", "mask", "measurement"} and set(lean[0]) == set(lean.arrays)
+    files = list((tmp_path / "sparse-recovery").glob("*.pt"))
+    assert len(files) == 1
+    full = sr.sparse_recovery_dataset("inpainting", "val", tier="quick")  # computes x* into the same file
+    assert list((tmp_path / "sparse-recovery").glob("*.pt")) == files
+    for key in lean.arrays:
+        assert torch.equal(full.arrays[key], lean.arrays[key])
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path / "fresh"))  # the same x* as a dataset computed in one call
+    torch.testing.assert_close(full.arrays["reference"],
+                               sr.sparse_recovery_dataset("inpainting", "val", tier="quick").arrays["reference"],
+                               rtol=0, atol=0)
+    monkeypatch.setenv("MRTUTOR_DATA", str(tmp_path))
+    with monkeypatch.context() as patch:
+        patch.setattr(sr, "references", no_solve)
+        again = sr.sparse_recovery_dataset("inpainting", "val", tier="quick", reference=False)
+    assert torch.equal(again.arrays["reference"], full.arrays["reference"])  # a cache that holds x* gives it
+
+
 def test_the_mri_problem_is_chapter_1s_l1_wavelet_reconstruction(data_root):
     """Complex images, Daubechies-4 details penalised and the approximation free, A = Sense: the objective is
     recon.l1_wavelet's, and the gradient of f is autograd's."""
