@@ -329,7 +329,7 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-2, step_size: float = 1.0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, return_history: bool = False):
     """Local Lipschitz constant of ``net`` at ``x`` by gradient ascent on a perturbation (eq. 7).
 
     Maximises the ratio l(e) = ||net(x + e) - net(x)||^2 / ||e||^2 over perturbations e on the sphere
@@ -347,9 +347,11 @@ def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-
         eps: radius of the perturbation relative to ||x||.
         step_size: multiplies the step above.
         generator: for the random start.
+        return_history: also return the estimates after 0, 1, ..., n_steps - 1 steps, (n_steps, B) and
+            detached: what shorter ascents from the same start give, without running them again.
     Returns:
         (B,) tensor sqrt(l) per sample, differentiable in the network's parameters (the penalty of
-        eq. 8 uses its square, ``lipschitz_penalty``).
+        eq. 8 uses its square, ``lipschitz_penalty``); with ``return_history``, (estimate, history).
     """
     if not isinstance(x, torch.Tensor) or not (x.is_complex() or x.is_floating_point()) or x.dim() != 3:
         raise TypeError(f"x must be a complex or real floating tensor (B, H, W), got "
@@ -368,16 +370,21 @@ def lipschitz_estimate(net, x: torch.Tensor, n_steps: int = 10, eps: float = 1e-
     with torch.no_grad():
         hx = net(x)
     tiny = torch.finfo(x_norm.dtype).tiny
+    history = []
     with torch.enable_grad():
         for _ in range(n_steps):
             e = e.detach().requires_grad_()
             ratio = sample_norms(net(x + e) - hx) ** 2 / sample_norms(e) ** 2
+            history.append(ratio.detach().sqrt())
             (grad,) = torch.autograd.grad(ratio.sum(), e)
             step = step_size * sample_norms(e).detach() ** 2 / (2 * ratio.detach().clamp_min(tiny))
             e = e.detach() + _per_sample(step, x) * grad
             e = e * radius / _per_sample(sample_norms(e).clamp_min(tiny), x)
     e = e.detach()
-    return sample_norms(net(x + e) - net(x)) / sample_norms(e)
+    estimate = sample_norms(net(x + e) - net(x)) / sample_norms(e)
+    if return_history:
+        return estimate, torch.stack(history) if history else estimate.new_zeros((0, len(x)))
+    return estimate
 
 
 def lipschitz_penalty(lip: torch.Tensor, weight: float = 1.0, target: float | None = None) -> torch.Tensor:

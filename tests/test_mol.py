@@ -206,6 +206,14 @@ def test_lipschitz_estimate_recovers_the_constant_of_a_linear_network():
     estimate = lipschitz_estimate(linear, x, n_steps=200, generator=torch.Generator().manual_seed(0))
     assert (start <= true * (1 + 1e-9)).all() and (estimate <= true * (1 + 1e-9)).all()
     assert (estimate >= 0.99 * true).all() and (estimate > start).all()
+    # the history of one ascent holds what every shorter ascent from the same start returns
+    final, history = lipschitz_estimate(linear, x, n_steps=12, generator=torch.Generator().manual_seed(0),
+                                        return_history=True)
+    assert history.shape == (12, 2) and not history.requires_grad
+    for n in (0, 1, 5, 11):
+        shorter = lipschitz_estimate(linear, x, n_steps=n, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(history[n], shorter.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(final, lipschitz_estimate(linear, x, n_steps=12, generator=torch.Generator().manual_seed(0)))
     # Real images too: a real 3x3 convolution's norm is its transfer function's largest modulus.
     real = nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular", bias=False).double()
     real_net = lambda z: real(z[:, None])[:, 0]  # noqa: E731
