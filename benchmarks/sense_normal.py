@@ -25,18 +25,22 @@ from mrtutor.sense import Sense
 
 
 def interleaved_seconds(fns: dict, rounds: int, warmup: int = 5, sync=lambda: None) -> dict[str, list[float]]:
-    """Per-round wall times of each function, the functions called in turn within every round."""
+    """Per-round wall times of each function, the functions called in turn within every round. The order rotates
+    from round to round: a call runs slower right after one that evicted the caches or let torch's threads sleep
+    (sigpy's single-threaded numpy), and no candidate should always be the one that follows it."""
     for _ in range(warmup):  # FFT plans, allocator, caches
         for fn in fns.values():
             fn()
     sync()
     times = {name: [] for name in fns}
+    order = list(fns)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        for name in order:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             sync()
             times[name].append(time.perf_counter() - start)
+        order = order[1:] + order[:1]
     return times
 
 

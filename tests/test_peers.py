@@ -40,3 +40,13 @@ def test_bart_pics_solves_the_same_problem_as_the_book(method, tmp_path):
     tool = peers.Bart(case, tmp_path, threads=1)
     difference = peers.relative(tool.pics(*peers.Bart.options(method, iterations)), peers.ours(method, case, iterations))
     assert difference <= peers.MATCH[method], difference
+
+
+def test_interleaved_rounds_rotate_so_no_candidate_always_follows_the_same_one():
+    from sense_normal import interleaved_seconds
+
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = interleaved_seconds(fns, rounds=3, warmup=0)
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
