@@ -243,9 +243,10 @@ class L1Synthesis:
         """A W^T x - y (B, ...), on the normalised scale."""
         return self.forward(x) - self.y
 
-    def smooth(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x) = 1/2 ||A W^T x - y||^2 per sample: (B, H, W) -> (B,)."""
-        return 0.5 * _sq_norm(self.residual(x))
+    def smooth(self, x: torch.Tensor, ax: torch.Tensor | None = None) -> torch.Tensor:
+        """f(x) = 1/2 ||A W^T x - y||^2 per sample: (B, H, W) -> (B,). ``ax``: ``forward(x)``, where the caller
+        has it already (it saves applying A once more)."""
+        return 0.5 * _sq_norm(self.residual(x) if ax is None else ax - self.y)
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
         """grad f(x) = W Re(A^H (A W^T x - y)) (without Re for complex images): (B, H, W) -> (B, H, W)."""
@@ -256,10 +257,8 @@ class L1Synthesis:
         return self.lam.flatten() * _sum(self.weights * x.abs())
 
     def objective(self, x: torch.Tensor, ax: torch.Tensor | None = None) -> torch.Tensor:
-        """F(x) = f(x) + lam ||x||_1 per sample: (B, H, W) -> (B,). ``ax``: ``forward(x)``, where the caller
-        has it already (it saves applying A once more)."""
-        residual = self.residual(x) if ax is None else ax - self.y
-        return 0.5 * _sq_norm(residual) + self.l1(x)
+        """F(x) = f(x) + lam ||x||_1 per sample: (B, H, W) -> (B,); ``ax`` as in ``smooth``."""
+        return self.smooth(x, ax) + self.l1(x)
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """W^T x: coefficients (B, H, W) -> image (B, H, W)."""
