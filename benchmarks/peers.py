@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrtutor import masks, recon
+from mrtutor import config, masks, recon
 from mrtutor.data.acquisition import birdcage_coil_maps
 from mrtutor.sense import Sense
 from sense_normal import interleaved_seconds  # the same interleaved rounds as the normal-operator benchmark
@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["demo", "knee"])
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install bart when it is missing")
     args = parser.parse_args()
+    config.reuse_freed_memory()  # for this process's tools (ours, sigpy); BART runs in its own
     threads = torch.get_num_threads()
     bart = bart_available(install=not args.no_install) is not None
     if not bart:

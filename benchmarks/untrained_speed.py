@@ -14,6 +14,7 @@ import argparse
 
 import torch
 
+from mrtutor import config
 from mrtutor.masks import column_random
 from mrtutor.untrained import fit
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=13)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    config.reuse_freed_memory()
     g = torch.Generator().manual_seed(0)
     kspace = torch.randn(8, 128, 128, dtype=torch.complex64, generator=g)
     mask = column_random((128, 128), 4, seed=0)

@@ -760,6 +760,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    config.reuse_freed_memory()
     output = args.output or Path(__file__).resolve().parent.parent / "runs" / "compare" / tier
     try:
         plugins = {spec: load_plugin(spec) for spec in args.method}

@@ -1,4 +1,5 @@
-"""Run-time configuration read in one place: the tier (``MRTUTOR_MODE``), the device and seeding.
+"""Run-time configuration read in one place: the tier (``MRTUTOR_MODE``), the device, seeding and
+the C allocator's reuse of freed memory.
 
 Tiers:
 
@@ -9,8 +10,10 @@ Tiers:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -62,6 +65,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def reuse_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse instead of returning them to the OS.
+
+    A reconstruction allocates and frees tensors of a few MB in every iteration (a 12-coil stack at
+    320 x 368 is 11 MB, a batch of MoDL's activations 17 MB). By default glibc unmaps such a block, or
+    trims the heap, when it is freed, and the next one of the same size faults its pages in again,
+    each zeroed by the kernel. Measured on a 2-core VM: 100 CG-SENSE iterations at that size took
+    1.8-2.8 s with 0.1-0.46 million page faults and 1.3-1.6 s without them; scoring MoDL on 12 slices
+    4.5 s and 3.9 s. The price is memory: the process keeps its peak heap until it exits.
+
+    32 MB is the largest threshold every 64-bit glibc accepts. Applies to the whole process, for its
+    lifetime. Returns True where it took effect (Linux with glibc), False elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def describe() -> str:

@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None)
     parser.add_argument("--output", default=None, help="write the mean, std, min and max per method as JSON")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    config.reuse_freed_memory()
     device = torch.device(args.device) if args.device else config.device()
     columns = paper_table(args.modl_data, args.checkpoints, args.accelerations, args.slices, args.checkpoint_dir, device)
     print(format_table(columns))

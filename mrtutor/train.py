@@ -532,6 +532,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    config.reuse_freed_memory()
     train(parse_args(sys.argv[1:] if argv is None else argv))
 
 

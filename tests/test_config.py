@@ -1,0 +1,53 @@
+"""mrtutor.config: the allocator setting (the tier, device and bfloat16 switches are tested where they are used)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# Ten CG-SENSE iterations at fastMRI's knee size (a 12 x 320 x 368 coil stack is 11 MB), in a fresh process; prints
+# the page faults of those iterations, after a warm-up that lets glibc settle its thresholds.
+CG_FAULTS = """
+import resource, sys, torch
+import mrtutor.config
+from mrtutor import recon
+from mrtutor.sense import Sense
+torch.set_num_threads(1)
+if sys.argv[1] == "reuse":
+    assert mrtutor.config.reuse_freed_memory()
+gen = torch.Generator().manual_seed(0)
+op = Sense(torch.randn(1, 12, 320, 368, dtype=torch.complex64, generator=gen), torch.rand(320, 368, generator=gen) < 0.25)
+y = op.forward(torch.randn(1, 320, 368, dtype=torch.complex64, generator=gen))
+recon.cg_sense(op, y, max_iter=3, tol=0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+recon.cg_sense(op, y, max_iter=10, tol=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _glibc() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not _glibc(), reason="the setting is glibc's; elsewhere reuse_freed_memory returns False")
+def test_reuse_freed_memory_removes_the_page_faults_of_cg_iterations():
+    faults = {mode: int(subprocess.run([sys.executable, "-c", CG_FAULTS, mode], capture_output=True, text=True,
+                                       check=True).stdout)
+              for mode in ("default", "reuse")}
+    # Measured: about 23,000 faults by default (a coil stack's pages, again every iteration), none with the setting.
+    assert faults["default"] > 5_000 and faults["reuse"] < 100, faults
+
+
+def test_reuse_freed_memory_is_a_no_op_off_linux(monkeypatch):
+    from mrtutor import config
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert config.reuse_freed_memory() is False
