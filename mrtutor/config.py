@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import random
-import sys
 
 import numpy as np
 import torch
@@ -80,13 +80,9 @@ def reuse_freed_memory() -> bool:
     32 MB is the largest threshold every 64-bit glibc accepts. Applies to the whole process, for its
     lifetime. Returns True where it took effect (Linux with glibc), False elsewhere.
     """
-    if not sys.platform.startswith("linux"):
+    if platform.libc_ver()[0] != "glibc":  # macOS, Windows, musl
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries
-        return False
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 

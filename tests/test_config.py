@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -27,17 +28,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _glibc() -> bool:
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return sys.platform.startswith("linux")
-
-
-@pytest.mark.skipif(not _glibc(), reason="the setting is glibc's; elsewhere reuse_freed_memory returns False")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's; elsewhere reuse_freed_memory returns False")
 def test_reuse_freed_memory_removes_the_page_faults_of_cg_iterations():
     faults = {mode: int(subprocess.run([sys.executable, "-c", CG_FAULTS, mode], capture_output=True, text=True,
                                        check=True).stdout)
@@ -46,8 +37,8 @@ def test_reuse_freed_memory_removes_the_page_faults_of_cg_iterations():
     assert faults["default"] > 5_000 and faults["reuse"] < 100, faults
 
 
-def test_reuse_freed_memory_is_a_no_op_off_linux(monkeypatch):
+def test_reuse_freed_memory_is_a_no_op_without_glibc(monkeypatch):
     from mrtutor import config
 
-    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
     assert config.reuse_freed_memory() is False
