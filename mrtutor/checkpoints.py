@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
@@ -37,10 +37,15 @@ def checkpoint_dir() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so no reader sees half a file."""
+    """Write ``data`` to ``path`` through a temporary file and a rename, so no reader sees half a file.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not ``mkstemp``'s
+    owner-only 0600: checkpoints and results in a course's shared folder must be readable by its students.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -164,3 +164,20 @@ def test_a_second_recipe_under_a_taken_name_is_refused():
 def test_checkpoints_readme_is_current():
     assert (CHECKPOINTS / "README.md").read_text() == checkpoints.catalogue(CHECKPOINTS), \
         "checkpoints/README.md is stale: run `python -m mrtutor.checkpoints` (make checkpoints/README.md)"
+
+
+def test_atomic_writes_leave_no_temporary_file_and_give_the_umask_s_permissions(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        checkpoints.atomic_write_bytes(tmp_path / "sub" / "a.json", b"{}")
+        os.umask(0o077)
+        checkpoints.atomic_write_bytes(tmp_path / "b.json", b"{}")
+    finally:
+        os.umask(previous)
+    # readable by a course's students under the usual umask, as a plain open() would make it; private under 077
+    assert (tmp_path / "sub" / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "sub" / "a.json").read_bytes() == b"{}"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.json", "b.json"]
