@@ -62,7 +62,8 @@ clean-book:
 	rm -rf book/_build book/notebooks
 
 # Speed of the SENSE normal operator against its floor and against sigpy, then the book's reconstructions against
-# BART and sigpy at matched accuracy (BART is installed by apt-get when missing and possible).
+# BART and sigpy at matched accuracy (BART is installed by apt-get when missing and possible); the tables are kept
+# for the book's page on speed (book/speed.md).
 bench: setup
-	$(PY) benchmarks/sense_normal.py
-	$(PY) benchmarks/peers.py
+	$(PY) benchmarks/sense_normal.py --record
+	$(PY) benchmarks/peers.py --record

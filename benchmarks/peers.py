@@ -7,7 +7,8 @@ is reported:
 * CG-SENSE, x = (A^H A + lam I)^-1 A^H y: ``recon.cg_sense(op, y, lam)``, ``bart pics -S -w 1 -l2 -r lam`` (the
   same normal equations; ``-w 1`` turns off BART's data scaling and ``-S`` undoes its image scaling) and
   ``sigpy.mri.app.SenseRecon(y, maps, lamda=lam, weights=mask)``, all for 100 iterations. Equal results: a relative
-  difference of at most 1e-3.
+  difference of at most 1e-3. Each tool runs twice: on a 2-D variable-density mask and on a column mask of the same
+  acceleration (fastMRI's sampling), where the book's operator needs only 1-D FFTs and the peers still run 2-D ones.
 * Total variation, argmin 1/2 ||A x - y||^2 + lam TV(x): ``recon.tv(op, y, lam)`` and
   ``bart pics -S -w 1 -R T:3:0:lam``. The weights carry over unchanged, but the two total variations differ in a
   detail: BART's converged image scores about 1 % higher than ours under our isotropic TV and no lower under the
@@ -29,7 +30,8 @@ in turn, round after round, so that a drift of the machine's speed hits them ali
 and the median of the per-round ratios. BART is installed here by ``apt-get install bart`` when it is missing and
 apt is available (``--no-install`` to skip that); without it its rows are skipped with a message.
 
-Run: ``python benchmarks/peers.py [--rounds 5] [--sizes demo knee] [--no-install]``.
+Run: ``python benchmarks/peers.py [--rounds 5] [--sizes demo knee] [--no-install] [--record]``; ``--record``
+keeps the tables for the book's page on speed (``benchmarks/record.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -49,6 +50,7 @@ import torch
 from mrtutor import config, masks, recon
 from mrtutor.data.acquisition import birdcage_coil_maps
 from mrtutor.sense import Sense
+import record
 from sense_normal import interleaved_seconds  # the same interleaved rounds as the normal-operator benchmark
 
 # (coils, height, width, CG-SENSE iterations): the demo tier's size and fastMRI's knee size.
@@ -117,6 +119,7 @@ class Bart:
 
     def __init__(self, case: dict, folder: Path, threads: int):
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         write_cfl(folder / "kspace", to_bart(case["kspace"][0]))
         write_cfl(folder / "maps", to_bart(case["maps"]))
@@ -161,37 +164,42 @@ def iterations_to_accuracy(solve, converged: np.ndarray) -> tuple[int, float]:
     return LADDER[-1], distance
 
 
-def report(title: str, times: dict[str, list[float]], notes: dict[str, str], reference: str) -> None:
-    print(f"\n{title}")
-    for name, values in times.items():
-        ratio = statistics.median(a / b for a, b in zip(values, times[reference]))
-        print(f"  {name:34s} median {statistics.median(values):7.3f} s  min {min(values):7.3f} s  "
-              f"ratio to {reference} {ratio:5.2f}  {notes.get(name, '')}")
+def compare_cg_sense(size: str, rounds: int, bart: bool, threads: int) -> tuple[str, list[dict]]:
+    """Every tool on a 2-D variable-density mask and on a column mask (fastMRI's sampling) of equal acceleration.
 
-
-def compare_cg_sense(size: str, rounds: int, bart: bool, threads: int) -> None:
+    The book's operator takes its 1-D path on the column mask; BART and sigpy run 2-D FFTs on both, so each tool's
+    row on the column mask is divided by the book's row on that same mask."""
     import sigpy.mri
 
-    case = problem(*SIZES[size])
-    columns = problem(*SIZES[size], mask_kind="columns")
-    reference = ours("cg_sense", case, CG_ITERATIONS)
-    sigpy_run = lambda: sigpy.mri.app.SenseRecon(case["kspace"][0].numpy(), case["maps"].numpy(), lamda=LAM["cg_sense"],
-                                                 weights=case["mask"].numpy(), max_iter=CG_ITERATIONS,
-                                                 show_pbar=False).run()
-    candidates = {"recon.cg_sense": lambda: ours("cg_sense", case, CG_ITERATIONS),
-                  "recon.cg_sense, 1-D mask": lambda: ours("cg_sense", columns, CG_ITERATIONS),
-                  "sigpy SenseRecon": sigpy_run}
-    notes = {"sigpy SenseRecon": f"result differs by {relative(sigpy_run(), reference):.1e}",
-             "recon.cg_sense, 1-D mask": "another problem: the same size and acceleration, column mask"}
+    candidates, notes, references = {}, {}, {}
     with tempfile.TemporaryDirectory() as folder:
-        if bart:
-            tool = Bart(case, Path(folder), threads)
-            options = Bart.options("cg_sense", CG_ITERATIONS)
-            difference = relative(tool.pics(*options), reference)
-            assert difference <= MATCH["cg_sense"], f"bart pics -l2 and recon.cg_sense disagree: {difference:.1e}"
-            candidates["bart pics -l2 (whole command)"] = lambda: tool.pics(*options)
-            notes["bart pics -l2 (whole command)"] = f"result differs by {difference:.1e}"
-        coils = torch.zeros_like(case["kspace"])
+        for suffix, mask_kind in (("", "2d"), (", 1-D mask", "columns")):
+            case = problem(*SIZES[size], mask_kind=mask_kind)
+            ours_name = "recon.cg_sense" + suffix
+            reference = ours("cg_sense", case, CG_ITERATIONS)
+            candidates[ours_name] = lambda case=case: ours("cg_sense", case, CG_ITERATIONS)
+            sigpy_run = lambda case=case: sigpy.mri.app.SenseRecon(
+                case["kspace"][0].numpy(), case["maps"].numpy(), lamda=LAM["cg_sense"], weights=case["mask"].numpy(),
+                max_iter=CG_ITERATIONS, show_pbar=False).run()
+            candidates["sigpy SenseRecon" + suffix] = sigpy_run
+            notes["sigpy SenseRecon" + suffix] = f"result differs by {relative(sigpy_run(), reference):.1e}"
+            references["sigpy SenseRecon" + suffix] = ours_name
+            if bart:
+                tool = Bart(case, Path(folder) / mask_kind, threads)
+                options = Bart.options("cg_sense", CG_ITERATIONS)
+                difference = relative(tool.pics(*options), reference)
+                assert difference <= MATCH["cg_sense"], f"bart pics -l2 and recon.cg_sense disagree: {difference:.1e}"
+                name = f"bart pics -l2{suffix} (whole command)"
+                candidates[name] = lambda tool=tool: tool.pics(*options)
+                notes[name] = f"result differs by {difference:.1e}"
+                references[name] = ours_name
+                if mask_kind == "2d":
+                    start_up = "bart pics -l2, 1 iteration (whole command)"
+                    candidates[start_up] = lambda tool=tool: tool.pics(*Bart.options("cg_sense", 1))
+                    notes[start_up] = "start-up, reading the files and one iteration: BART's cost beyond its iterations"
+                    references[start_up] = name
+        notes["recon.cg_sense, 1-D mask"] = "the column-mask problem against the 2-D one: the 1-D path's gain"
+        coils = torch.zeros(SIZES[size], dtype=torch.complex64)
 
         def fft_floor():  # each result dropped at once, as CG drops its old directions
             for _ in range(CG_ITERATIONS):
@@ -201,11 +209,11 @@ def compare_cg_sense(size: str, rounds: int, bart: bool, threads: int) -> None:
         notes["one FFT floor x 100"] = "bare fft2 + ifft2 over the coils, once per CG iteration"
         times = interleaved_seconds(candidates, rounds, warmup=1)
     c, h, w = SIZES[size]
-    report(f"CG-SENSE, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM['cg_sense']}, {CG_ITERATIONS} iterations "
-           f"({size} size)", times, notes, "recon.cg_sense")
+    return (f"CG-SENSE, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM['cg_sense']}, {CG_ITERATIONS} iterations "
+            f"({size} size)", record.rows(times, notes, "recon.cg_sense", references))
 
 
-def compare_regularised(method: str, size: str, rounds: int, bart: bool, threads: int) -> None:
+def compare_regularised(method: str, size: str, rounds: int, bart: bool, threads: int) -> tuple[str, list[dict]]:
     case = problem(*SIZES[size])
     converged = ours(method, case, CONVERGED_ITERATIONS)
     count, distance = iterations_to_accuracy(lambda n: ours(method, case, n), converged)
@@ -226,8 +234,8 @@ def compare_regularised(method: str, size: str, rounds: int, bart: bool, threads
                            f"{match:.1e} from ours")
         times = interleaved_seconds(candidates, rounds, warmup=1)
     c, h, w = SIZES[size]
-    report(f"{method}, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM[method]}, each to {ACCURACY:.0e} of its "
-           f"converged image ({size} size)", times, notes, label)
+    return (f"{method}, {c} coils x {h} x {w}, {ACCELERATION}x, lam {LAM[method]}, each to {ACCURACY:.0e} of its "
+            f"converged image ({size} size)", record.rows(times, notes, label))
 
 
 def main() -> None:
@@ -235,6 +243,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["demo", "knee"])
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install bart when it is missing")
+    parser.add_argument("--record", action="store_true", help="keep the tables for the book (book/speed.json)")
     args = parser.parse_args()
     config.reuse_freed_memory()  # for this process's tools (ours, sigpy); BART runs in its own
     threads = torch.get_num_threads()
@@ -242,10 +251,16 @@ def main() -> None:
     if not bart:
         print("bart is not available (no apt-get, or the install failed): its rows are skipped")
     print(f"{threads} threads for every tool, torch {torch.__version__}, {args.rounds} interleaved rounds after a warm-up")
-    for size in args.sizes:
-        compare_cg_sense(size, args.rounds, bart, threads)
-    for method in ("tv", "l1_wavelet"):
-        compare_regularised(method, "demo", args.rounds, bart, threads)
+    tables = {}
+    runs = [lambda size=size: compare_cg_sense(size, args.rounds, bart, threads) for size in args.sizes]
+    runs += [lambda method=method: compare_regularised(method, "demo", args.rounds, bart, threads)
+             for method in ("tv", "l1_wavelet")]
+    for run in runs:
+        title, table = run()
+        record.show(title, table)
+        tables[title] = table
+    if args.record:
+        record.save(tables)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,27 @@
 """Time ``Sense.normal`` against its floor and against sigpy, on one machine, in one run.
 
 The floor is one bare, unshifted ``fft2`` + ``ifft2`` over all coils: a SENSE normal operator
-cannot do less. The three candidates are timed in turn, round after round (normal, floor, sigpy,
-normal, ...), so a drift of the machine's speed hits all of them alike; the ratios are the medians
-of the per-round ratios. Targets of the foundation issue: normal / floor <= 1.3 and
-normal / sigpy <= 0.5. A fourth candidate is ``Sense.normal`` with a 1-D column mask (the same columns in
-every row, as fastMRI samples), which needs 1-D FFTs only: its target is 0.6 of the 2-D floor. On a CUDA
-machine it also times the GPU path.
+cannot do less. The candidates are timed in turn, round after round (normal, floor, sigpy, ...),
+so a drift of the machine's speed hits all of them alike; the ratios are the medians of the
+per-round ratios. A fourth candidate is ``Sense.normal`` with a 1-D column mask (the same columns
+in every row, as fastMRI samples), which needs 1-D FFTs only; it is divided by the 2-D floor too.
+Sizes: 12 coils at 256 x 256 and the demo tier's 8 coils at 128 x 128. On a CUDA machine it also
+times the GPU path against the floor on the GPU.
 
-Run: ``python benchmarks/sense_normal.py [--coils 12 --size 256 --rounds 60]``.
+Run: ``python benchmarks/sense_normal.py [--sizes 12x256 8x128] [--rounds 60] [--record]``; ``--record``
+keeps the tables for the book's page on speed (``benchmarks/record.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import sigpy.mri
 import torch
 
+import record
 from mrtutor import config
 from mrtutor.sense import Sense
 
@@ -45,24 +46,14 @@ def interleaved_seconds(fns: dict, rounds: int, warmup: int = 5, sync=lambda: No
     return times
 
 
-def median_ratio(a: list[float], b: list[float]) -> float:
-    return statistics.median(x / y for x, y in zip(a, b))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--coils", type=int, default=12)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=60)
-    args = parser.parse_args()
-    config.reuse_freed_memory()  # every candidate, sigpy too, runs in this process with the same allocator
-
-    c, n = args.coils, args.size
+def compare(coils: int, size: int, rounds: int) -> dict[str, list[dict]]:
+    """The CPU table at ``coils`` x ``size`` x ``size`` (and the CUDA one where a GPU is present), by title."""
+    c, n = coils, size
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(1, c, n, n, dtype=torch.complex64, generator=gen)
     mask = (torch.rand(n, n, generator=gen) < 0.25).float()
     x = torch.randn(1, n, n, dtype=torch.complex64, generator=gen)
-    coils = torch.randn(1, c, n, n, dtype=torch.complex64, generator=gen)
+    coil_images = torch.randn(1, c, n, n, dtype=torch.complex64, generator=gen)
 
     op = Sense(maps, mask)
     columns = (torch.rand(n, generator=gen) < 0.25).float().expand(n, n)
@@ -72,40 +63,60 @@ def main() -> None:
     x_np = x[0].numpy()
     np.testing.assert_allclose(op.normal(x)[0].numpy(), sp_op * x_np, rtol=1e-3, atol=1e-3 * n)
 
+    floor = "bare fft2 + ifft2"
     times = interleaved_seconds(
         {
-            "normal": lambda: op.normal(x),
-            "floor": lambda: torch.fft.ifft2(torch.fft.fft2(coils, norm="ortho"), norm="ortho"),
-            "sigpy": lambda: sp_op * x_np,
-            "normal, 1-D mask": lambda: column_op.normal(x),
+            "Sense.normal": lambda: op.normal(x),
+            floor: lambda: torch.fft.ifft2(torch.fft.fft2(coil_images, norm="ortho"), norm="ortho"),
+            "sigpy Sense.N": lambda: sp_op * x_np,
+            "Sense.normal, 1-D mask": lambda: column_op.normal(x),
         },
-        args.rounds,
+        rounds,
     )
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    print(f"{c} coils x {n} x {n} complex64, CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"{args.rounds} interleaved rounds, medians")
-    print(f"  Sense.normal          {ms['normal']:8.2f} ms")
-    print(f"  bare fft2 + ifft2     {ms['floor']:8.2f} ms   ratio normal/floor = "
-          f"{median_ratio(times['normal'], times['floor']):.2f} (target <= 1.3)")
-    print(f"  sigpy Sense.N         {ms['sigpy']:8.2f} ms   ratio normal/sigpy = "
-          f"{median_ratio(times['normal'], times['sigpy']):.2f} (target <= 0.5)")
-    print(f"  Sense.normal, 1-D     {ms['normal, 1-D mask']:8.2f} ms   ratio to the 2-D floor = "
-          f"{median_ratio(times['normal, 1-D mask'], times['floor']):.2f} (target <= 0.6)")
+    notes = {floor: "over the coils, unshifted: what any SENSE normal operator must at least do",
+             "sigpy Sense.N": "sigpy.mri.linop.Sense(maps, weights=mask).N, the same operator (checked to 1e-3)",
+             "Sense.normal, 1-D mask": "the same columns in every row: 1-D FFTs only (checked against A^H A)"}
+    shape = f"{c} coils x {n} x {n} complex64"
+    tables = {f"Sense.normal, {shape}, CPU": record.rows(times, notes, floor, {"sigpy Sense.N": "Sense.normal"})}
 
     if torch.cuda.is_available():
         gpu = Sense(maps.cuda(), mask.cuda())
-        xg, cg = x.cuda(), coils.cuda()
+        xg, cg = x.cuda(), coil_images.cuda()
         gpu_times = interleaved_seconds(
             {
-                "normal": lambda: gpu.normal(xg),
-                "floor": lambda: torch.fft.ifft2(torch.fft.fft2(cg, norm="ortho"), norm="ortho"),
+                "Sense.normal": lambda: gpu.normal(xg),
+                floor: lambda: torch.fft.ifft2(torch.fft.fft2(cg, norm="ortho"), norm="ortho"),
             },
-            args.rounds,
+            rounds,
             sync=torch.cuda.synchronize,
         )
-        print(f"  CUDA ({torch.cuda.get_device_name()}): Sense.normal {statistics.median(gpu_times['normal']) * 1e6:.1f} us, "
-              f"bare fft2 + ifft2 {statistics.median(gpu_times['floor']) * 1e6:.1f} us, "
-              f"ratio {median_ratio(gpu_times['normal'], gpu_times['floor']):.2f}")
+        tables[f"Sense.normal, {shape}, CUDA"] = record.rows(gpu_times, notes, floor)
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["12x256", "8x128"], metavar="COILSxSIZE",
+                        help="coils x image side, e.g. 12x256 (the default: 12x256 and the demo tier's 8x128)")
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--record", action="store_true", help="keep the tables for the book (book/speed.json)")
+    args = parser.parse_args()
+    sizes = []
+    for text in args.sizes:
+        try:
+            coils, side = (int(part) for part in text.split("x"))
+        except ValueError:
+            parser.error(f"--sizes {text!r}: expected coils x image side, such as 12x256")
+        sizes.append((coils, side))
+    config.reuse_freed_memory()  # every candidate, sigpy too, runs in this process with the same allocator
+    print(f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.rounds} interleaved rounds")
+    tables = {}
+    for coils, side in sizes:
+        for title, table in compare(coils, side, args.rounds).items():
+            record.show(title, table)
+            tables[title] = table
+    if args.record:
+        record.save(tables)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import time
 from pathlib import Path
@@ -31,18 +30,6 @@ NOTEBOOKS = REPO / "notebooks"
 RESULTS = BOOK / "timings.json"
 TABLE = BOOK / "timings.md"
 TIERS = ("quick", "demo", "paper")
-
-
-def machine() -> str:
-    """The machine a measurement ran on, in words: cores, whether they compute bfloat16 natively (the chapters
-    score their networks in bfloat16 only then, so it can halve a chapter's time), torch's threads and the GPU."""
-    import torch
-
-    from mrtutor.config import native_bfloat16
-
-    bf16 = "native bfloat16" if native_bfloat16("cpu") else "no native bfloat16"
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{os.cpu_count()} cores ({platform.machine()}, {bf16}), torch {torch.get_num_threads()} threads{gpu}"
 
 
 EXERCISE = re.compile(r"```\{exercise\}\s*(?P<title>[^\n]*)\n:label:\s*(?P<label>\S+).*?about (?P<minutes>\d+) minutes",
@@ -134,14 +121,6 @@ def table(results: dict) -> str:
     return text
 
 
-def write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step (a temporary file beside it, then a rename), so a killed run
-    never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tier", choices=TIERS, default="quick")
@@ -154,14 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"no such chapters {unknown}; the chapters are {available}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    from mrtutor.checkpoints import atomic_write_bytes
+    from mrtutor.config import machine
+
     where, today = machine(), datetime.date.today().isoformat()
     for chapter in chapters:
         seconds, timed = run_chapter(NOTEBOOKS / f"{chapter}.ipynb", args.tier, args.timeout)
         print(f"{chapter}: {seconds:.0f} s in the {args.tier} tier", flush=True)
         results.setdefault(chapter, {}).setdefault(args.tier, {})[where] = {"seconds": round(seconds, 1), "date": today,
                                                                            "exercises": timed}
-        write(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
-    write(TABLE, table(results))
+        atomic_write_bytes(RESULTS, (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(TABLE, table(results).encode())
 
 
 if __name__ == "__main__":

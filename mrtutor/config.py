@@ -1,5 +1,5 @@
-"""Run-time configuration read in one place: the tier (``MRTUTOR_MODE``), the device, seeding and
-the C allocator's reuse of freed memory.
+"""Run-time configuration read in one place: the tier (``MRTUTOR_MODE``), the device, seeding, the C
+allocator's reuse of freed memory, and the machine in words (for the timings the book records).
 
 Tiers:
 
@@ -52,12 +52,27 @@ def native_bfloat16(device: torch.device | str) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpuinfo("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpuinfo(field: str) -> str:
+    """The value of ``field`` ("flags", "model name") for the first processor in /proc/cpuinfo; "" where the
+    file or the field is missing (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as lines:
+            return next((line.split(":", 1)[1].strip() for line in lines
+                         if line.split(":", 1)[0].strip() == field and ":" in line), "")
+    except OSError:
+        return ""
+
+
+def machine() -> str:
+    """The machine a measurement ran on, in words: cores, whether they compute bfloat16 natively (the chapters
+    score their networks in bfloat16 only then, so it can halve a chapter's time), torch's threads and the GPU."""
+    bf16 = "native bfloat16" if native_bfloat16("cpu") else "no native bfloat16"
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{os.cpu_count()} cores ({platform.machine()}, {bf16}), torch {torch.get_num_threads()} threads{gpu}"
 
 
 def seed_everything(seed: int) -> None:

@@ -170,6 +170,7 @@ def test_toc_keeps_only_existing_chapters_and_drops_empty_parts():
         "running",
         "teaching",
         "reproduction",
+        "speed",
         "data",
         "bibliography",
     ]

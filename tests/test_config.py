@@ -1,7 +1,9 @@
-"""mrtutor.config: the allocator setting (the tier, device and bfloat16 switches are tested where they are used)."""
+"""mrtutor.config: the allocator setting and the machine description (the tier, device and bfloat16 switches are
+tested where they are used)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -42,3 +44,30 @@ def test_reuse_freed_memory_is_a_no_op_without_glibc(monkeypatch):
 
     monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
     assert config.reuse_freed_memory() is False
+
+
+def test_cpuinfo_reads_a_field_of_the_first_processor_and_nothing_where_it_is_missing(monkeypatch, tmp_path):
+    import builtins
+
+    from mrtutor import config
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu avx2\n\n"
+                    "processor\t: 1\nmodel name\t: Another CPU\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path, *a, **k))
+    assert config.cpuinfo("model name") == "Some CPU @ 2.0GHz"
+    assert config.cpuinfo("flags") == "fpu avx2" and config.native_bfloat16("cpu") is False
+    assert config.cpuinfo("model") == ""  # a field is matched whole, not by its prefix
+    fake.unlink()
+    assert config.cpuinfo("flags") == "" and config.native_bfloat16("cpu") is False
+
+
+def test_the_machine_line_names_the_cores_threads_and_gpu():
+    import torch
+
+    from mrtutor import config
+
+    line = config.machine()
+    assert line.startswith(f"{os.cpu_count()} cores (") and f"torch {torch.get_num_threads()} threads" in line
+    assert ("no GPU" in line) != torch.cuda.is_available()

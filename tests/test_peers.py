@@ -50,3 +50,4 @@ def test_interleaved_rounds_rotate_so_no_candidate_always_follows_the_same_one()
     times = interleaved_seconds(fns, rounds=3, warmup=0)
     assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
