@@ -51,3 +51,10 @@ def test_interleaved_rounds_rotate_so_no_candidate_always_follows_the_same_one()
     assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
 
+
+
+def test_a_peer_whose_result_differs_stops_the_benchmark():
+    reference = np.ones(8, dtype=np.complex64)
+    assert peers.same_result("a peer", reference * (1 + 1e-5), reference) == "result differs by 1.0e-05"
+    with pytest.raises(RuntimeError, match="a peer and recon.cg_sense disagree: 1.0e-02"):
+        peers.same_result("a peer", reference * 1.01, reference)
