@@ -260,13 +260,10 @@ def main() -> None:
         print("bart is not available (no apt-get, or the install failed): its rows are skipped")
     print(f"{threads} threads for every tool, torch {torch.__version__}, {args.rounds} interleaved rounds after a warm-up")
     tables = {}
-    runs = [lambda size=size: compare_cg_sense(size, args.rounds, bart, threads) for size in args.sizes]
-    runs += [lambda method=method: compare_regularised(method, "demo", args.rounds, bart, threads)
-             for method in ("tv", "l1_wavelet")]
-    for run in runs:
-        title, table = run()
-        record.show(title, table)
-        tables[title] = table
+    for size in args.sizes:
+        record.keep(tables, *compare_cg_sense(size, args.rounds, bart, threads))
+    for method in ("tv", "l1_wavelet"):
+        record.keep(tables, *compare_regularised(method, "demo", args.rounds, bart, threads))
     if args.record:
         record.save(tables)
 

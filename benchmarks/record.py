@@ -36,6 +36,12 @@ def duration(seconds: float) -> str:
     return f"{seconds:.3f} s" if seconds >= 1 else f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} µs"
 
 
+def keep(tables: dict[str, list[dict]], title: str, table: list[dict]) -> None:
+    """Print ``table`` under ``title`` as soon as it is measured, and add it to ``tables`` for ``save``."""
+    show(title, table)
+    tables[title] = table
+
+
 def show(title: str, table: list[dict]) -> None:
     """Print ``table`` under ``title``."""
     print(f"\n{title}")

@@ -46,9 +46,8 @@ def interleaved_seconds(fns: dict, rounds: int, warmup: int = 5, sync=lambda: No
     return times
 
 
-def compare(coils: int, size: int, rounds: int) -> dict[str, list[dict]]:
-    """The CPU table at ``coils`` x ``size`` x ``size`` (and the CUDA one where a GPU is present), by title."""
-    c, n = coils, size
+def compare(c: int, n: int, rounds: int) -> dict[str, list[dict]]:
+    """The CPU table at ``c`` coils x ``n`` x ``n`` (and the CUDA one where a GPU is present), by title."""
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(1, c, n, n, dtype=torch.complex64, generator=gen)
     mask = (torch.rand(n, n, generator=gen) < 0.25).float()
@@ -94,27 +93,28 @@ def compare(coils: int, size: int, rounds: int) -> dict[str, list[dict]]:
     return tables
 
 
+def coils_by_side(text: str) -> tuple[int, int]:
+    """``"12x256"`` -> (12, 256)."""
+    try:
+        coils, side = (int(part) for part in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected coils x image side, such as 12x256") from None
+    return coils, side
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["12x256", "8x128"], metavar="COILSxSIZE",
+    parser.add_argument("--sizes", nargs="+", type=coils_by_side, default=[(12, 256), (8, 128)], metavar="COILSxSIDE",
                         help="coils x image side, e.g. 12x256 (the default: 12x256 and the demo tier's 8x128)")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--record", action="store_true", help="keep the tables for the book (book/speed.json)")
     args = parser.parse_args()
-    sizes = []
-    for text in args.sizes:
-        try:
-            coils, side = (int(part) for part in text.split("x"))
-        except ValueError:
-            parser.error(f"--sizes {text!r}: expected coils x image side, such as 12x256")
-        sizes.append((coils, side))
     config.reuse_freed_memory()  # every candidate, sigpy too, runs in this process with the same allocator
     print(f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.rounds} interleaved rounds")
     tables = {}
-    for coils, side in sizes:
+    for coils, side in args.sizes:
         for title, table in compare(coils, side, args.rounds).items():
-            record.show(title, table)
-            tables[title] = table
+            record.keep(tables, title, table)
     if args.record:
         record.save(tables)
 

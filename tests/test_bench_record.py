@@ -48,3 +48,9 @@ def test_the_book_s_speed_tables_are_those_of_its_record():
     # book/speed_tables.md is written from book/speed.json by `make bench`, never by hand
     assert record.TABLES.read_text() == record.markdown(json.loads(record.RESULTS.read_text()))
     assert "bart pics -l2" in record.TABLES.read_text()  # the committed record includes the peers, not only sigpy
+
+
+def test_keep_prints_each_table_as_it_comes_and_collects_it(capsys):
+    tables = {}
+    record.keep(tables, "first", record.rows({"x": [1.0]}, {}, "x"))
+    assert "first" in capsys.readouterr().out and list(tables) == ["first"]
